@@ -1,0 +1,38 @@
+"""The embedded default: a small S3D-G learns the moving-shapes dataset.
+
+Runs in minutes on a laptop CPU and needs no download: the dataset is
+rendered on first use (vidjax/data/builders/moving_shapes.py).
+
+  bash run.sh demo
+  # which is: python -m vidjax.main --config=configs/demo.py --workdir=workdirs/demo
+  # e.g. longer:  ... --config.total_steps=1000
+"""
+import ml_collections
+
+from vidjax.data import pipeline
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # S3D-G with TF-slim's depth multiplier: the real architecture (separable
+  # convs + gating in every block), a quarter of the channels.
+  config.model_name = 's3dg'
+  config.model = ml_collections.ConfigDict(
+      dict(depth_multiplier=0.25, dropout_rate=0.2))
+
+  config.data = pipeline.default_data_config()
+
+  config.batch_size = 16
+  config.eval_batch_size = 32
+  config.total_steps = 400
+  config.label_smoothing = 0.1
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+      warmup_steps=40))
+
+  config.log_every_steps = 20
+  config.checkpoint_every_steps = 100
+  config.keep_checkpoints = 2
+  return config

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine with only Python >= 3.11 and pip.
+#
+#   bash run.sh demo [main.py flags...]   set up, then train + evaluate configs/demo.py
+#   bash run.sh test [pytest args...]     set up (with the PyTorch references), then run the tests
+#   bash run.sh python ARGS...            run Python inside the environment
+#
+# Environments are cached under $VIDJAX_CACHE (default ~/.cache/vidjax), keyed by
+# a hash of pyproject.toml's dependency lists, so every clone (and CI) reuses one
+# environment instead of building ~8 GB per checkout. The package itself is not
+# installed into the shared environment: this checkout is put on PYTHONPATH.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+
+case "$cmd" in
+  demo|python) extras="" ;;
+  test) extras="test,torch" ;;
+  *) echo "usage: bash run.sh {demo|test|python} [args...]" >&2; exit 2 ;;
+esac
+
+python="${PYTHON:-python3}"
+cache="${VIDJAX_CACHE:-$HOME/.cache/vidjax}"
+reqs="$("$python" "$here/launch/requirements.py" "$here/pyproject.toml" "$extras")"
+key="$(printf '%s' "$reqs" | sha256sum | cut -c1-16)"
+venv="$cache/venv-$key"
+
+if [ ! -f "$venv/.ready" ]; then
+  echo "vidjax: creating environment $venv (one-time; extras: ${extras:-none})" >&2
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  # shellcheck disable=SC2086
+  printf '%s\n' "$reqs" > "$venv/requirements.txt"
+  "$venv/bin/pip" install --quiet -r "$venv/requirements.txt"
+  touch "$venv/.ready"
+fi
+
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+cd "$here"
+case "$cmd" in
+  demo)
+    exec "$venv/bin/python" -m vidjax.main --config=configs/demo.py --workdir="${VIDJAX_WORKDIR:-workdirs/demo}" "$@" ;;
+  test)
+    exec "$venv/bin/python" -m pytest -q "$@" ;;
+  python)
+    exec "$venv/bin/python" "$@" ;;
+esac

@@ -1,0 +1,204 @@
+"""Spatio-temporal convolution units: 2D (1×k×k), full 3D (k×k×k) and separable.
+
+Every conv keeps its kernel as a 5-D array [kt, kh, kw, c_in, c_out], whatever
+lowering runs it, so checkpoints and converters see one parameter layout. The
+lowering is chosen per kernel shape because XLA:CPU runs the same maths at very
+different speeds (see benchmarks/): a 1×k×k conv folds time into the batch and
+runs as a 2-D conv, a kt×1×1 conv folds height and width into one axis and runs
+as a 2-D conv with a (kt, 1) window, a 1×1×1 conv is a matmul, and only genuine
+k×k×k kernels run as 3-D convs.
+"""
+import dataclasses
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Padding = str | Sequence[tuple[int, int]]
+
+# TF-slim initialises Inception convs with a truncated normal of stddev 0.01;
+# every such conv is followed by BN, so the scale only matters for convs that
+# are not (gating, head), where the reference used the same value.
+default_kernel_init = nn.initializers.truncated_normal(0.01)
+
+
+def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """TensorFlow's SAME padding: output ceil(size/stride), extra pad at the end."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def symmetric_padding(kernel: int) -> tuple[int, int]:
+  """PyTorch-style padding=(k-1)//2 on both sides (torchvision's S3D)."""
+  return (kernel - 1) // 2, (kernel - 1) // 2
+
+
+def explicit_padding(padding: Padding, sizes: Sequence[int],
+                     kernel: Sequence[int],
+                     strides: Sequence[int]) -> list[tuple[int, int]]:
+  """Resolves 'SAME' / 'SYMMETRIC' / 'VALID' or explicit pairs per axis."""
+  if not isinstance(padding, str):
+    return [tuple(p) for p in padding]
+  if padding == 'SAME':
+    return [tf_same_padding(n, k, s) for n, k, s in zip(sizes, kernel, strides)]
+  if padding == 'SYMMETRIC':
+    return [symmetric_padding(k) for k in kernel]
+  if padding == 'VALID':
+    return [(0, 0)] * len(kernel)
+  raise ValueError(f'unknown padding {padding!r}')
+
+
+def temporal_identity_init(key, shape, dtype=jnp.float32):
+  """Identity on the centre tap of a kt×1×1 conv (TF-slim's center_initializer).
+
+  A separable unit then starts as its spatial half alone, which the S3D
+  authors found critical for training separable models from scratch.
+  """
+  del key
+  kt, kh, kw, c_in, c_out = shape
+  if kh != 1 or kw != 1 or c_in != c_out or kt % 2 == 0:
+    raise ValueError(f'identity init needs an odd kt×1×1 C→C kernel: {shape}')
+  eye = jnp.eye(c_in, dtype=dtype)[None, None, None]
+  return jnp.zeros(shape, dtype).at[kt // 2].set(eye[0])
+
+
+def _conv(x, kernel, strides, padding, dims):
+  dn = {2: ('NHWC', 'HWIO', 'NHWC'), 3: ('NDHWC', 'DHWIO', 'NDHWC')}[dims]
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=strides, padding=padding,
+      dimension_numbers=dn)
+
+
+def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+           padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """A 3-D convolution of NTHWC `x`, lowered by kernel shape (module doc)."""
+  kt, kh, kw, c_in, c_out = kernel.shape
+  st, sh, sw = strides
+  (pt, ph, pw) = padding
+  n, t, h, w, _ = x.shape
+  no_time = kt == 1 and st == 1 and pt == (0, 0)
+  no_space = (kh == kw == 1 and sh == sw == 1 and ph == (0, 0)
+              and pw == (0, 0))
+  if no_time and no_space:
+    return jnp.einsum('nthwc,cd->nthwd', x, kernel[0, 0, 0])
+  if no_time:
+    y = _conv(x.reshape(n * t, h, w, c_in), kernel[0], (sh, sw), (ph, pw), 2)
+    return y.reshape(n, t, *y.shape[1:])
+  if no_space:
+    y = _conv(x.reshape(n, t, h * w, c_in), kernel[:, 0], (st, 1),
+              (pt, (0, 0)), 2)
+    return y.reshape(n, y.shape[1], h, w, c_out)
+  return _conv(x, kernel, strides, padding, 3)
+
+
+class Conv3D(nn.Module):
+  """A conv over NTHWC video with a [kt, kh, kw, c_in, c_out] kernel."""
+  features: int
+  kernel_size: tuple[int, int, int]
+  strides: tuple[int, int, int] = (1, 1, 1)
+  padding: Padding = 'SAME'
+  use_bias: bool = False
+  kernel_init: Any = default_kernel_init
+  bias_init: Any = nn.initializers.zeros
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    shape = (*self.kernel_size, x.shape[-1], self.features)
+    kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,),
+                       self.param_dtype) if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
+                                              dtype=self.dtype)
+    pads = explicit_padding(self.padding, x.shape[1:4], self.kernel_size,
+                            self.strides)
+    y = conv3d(x, kernel, self.strides, pads)
+    return y if bias is None else y + bias
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvNumerics:
+  """How a reference implementation pads, normalises and biases its convs.
+
+  The defaults are TF-slim's (the S3D-G paper's code); `TORCHVISION` is
+  torchvision's S3D. The two agree on output sizes but not on values, so
+  checkpoint parity needs the reference's own numerics.
+  """
+  padding: str = 'SAME'              # TF SAME pads asymmetrically.
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.999         # Flax's momentum is TF's decay.
+  bn_scale: bool = False             # slim.batch_norm has no gamma.
+  # The temporal half of a separable conv: TF-slim gives it a bias and ReLU
+  # but no BN, and starts it at identity; torchvision gives it BN + ReLU.
+  temporal_bn: bool = False
+  temporal_identity_init: bool = True
+
+
+TF_SLIM = ConvNumerics()
+TORCHVISION = ConvNumerics(padding='SYMMETRIC', bn_scale=True,
+                           temporal_bn=True, temporal_identity_init=False)
+
+CONV_KINDS = ('2d', '3d', 'sep')
+
+
+def batch_norm(numerics: ConvNumerics, train: bool, name: str,
+               dtype: Dtype | None = None,
+               param_dtype: Dtype = jnp.float32) -> nn.BatchNorm:
+  """BatchNorm over NTHWC with a reference's epsilon, momentum and scale."""
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=numerics.bn_momentum,
+      epsilon=numerics.bn_epsilon, use_scale=numerics.bn_scale, dtype=dtype,
+      param_dtype=param_dtype, name=name)
+
+
+class STConv(nn.Module):
+  """Conv → BN → ReLU as 2D (1×k×k), full 3D (kt×k×k) or separable.
+
+  `kind='sep'` is S3D's factorisation: a 1×k×k spatial conv with stride
+  (1, s, s), then a kt×1×1 temporal conv with stride (st, 1, 1). A separable
+  unit with kt=1 is a plain 2D unit, as in TF-slim. Parameters:
+  `conv/kernel`, `bn/…` and, when separable, `temporal/kernel` (+`bias` or
+  `temporal_bn/…` by `numerics`).
+  """
+  features: int
+  kernel_size: int
+  temporal_kernel_size: int = 1
+  kind: str = '2d'
+  stride: int = 1
+  temporal_stride: int | None = None  # None: same as `stride`.
+  numerics: ConvNumerics = TF_SLIM
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if self.kind not in CONV_KINDS:
+      raise ValueError(f'kind must be one of {CONV_KINDS}, got {self.kind!r}')
+    k, kt = self.kernel_size, self.temporal_kernel_size
+    s = self.stride
+    st = s if self.temporal_stride is None else self.temporal_stride
+    kt = 1 if self.kind == '2d' else kt
+    st = 1 if self.kind == '2d' else st
+    common = dict(padding=self.numerics.padding, dtype=self.dtype,
+                  param_dtype=self.param_dtype)
+    norm = lambda name: batch_norm(  # noqa: E731
+        self.numerics, train, name, self.dtype, self.param_dtype)
+    if self.kind == 'sep' and kt > 1:
+      x = Conv3D(self.features, (1, k, k), (1, s, s), name='conv', **common)(x)
+      x = nn.relu(norm('bn')(x))
+      temporal_bn = self.numerics.temporal_bn
+      init = (temporal_identity_init if self.numerics.temporal_identity_init
+              else default_kernel_init)
+      x = Conv3D(self.features, (kt, 1, 1), (st, 1, 1),
+                 use_bias=not temporal_bn, kernel_init=init, name='temporal',
+                 **common)(x)
+      if temporal_bn:
+        x = norm('temporal_bn')(x)
+      return nn.relu(x)
+    x = Conv3D(self.features, (kt, k, k), (st, s, s), name='conv',
+               **common)(x)
+    return nn.relu(norm('bn')(x))

@@ -1,0 +1,178 @@
+"""The Inception-v1 video backbone of Xie et al. and every network of its study.
+
+One module builds I2D, I3D, bottom-/top-heavy variants, S3D, Fast-S3D and
+S3D-G: which blocks are 2D, full 3D or separable, and which are gated, comes
+from `schedule`, one entry per block of `SCHEDULED_BLOCKS`:
+
+  '2d'      1×3×3 convs              '3d'       3×3×3 convs
+  'sep'     1×3×3 then 3×1×1         any + '+gate'  S3D-G gating after it
+
+Endpoint and branch names follow TF-slim's `s3dg.py` (Conv2d_1a_7x7,
+Mixed_4b/Branch_1/Conv2d_0b_3x3, ...), so checkpoints map by name and the
+intermediate features carry the names papers use.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vidjax.layers import conv as conv_lib
+from vidjax.layers.gating import SelfGating
+
+# Branch widths (b0, b1a, b1b, b2a, b2b, b3) per Inception block.
+INCEPTION_WIDTHS = {
+    'Mixed_3b': (64, 96, 128, 16, 32, 32),
+    'Mixed_3c': (128, 128, 192, 32, 96, 64),
+    'Mixed_4b': (192, 96, 208, 16, 48, 64),
+    'Mixed_4c': (160, 112, 224, 24, 64, 64),
+    'Mixed_4d': (128, 128, 256, 24, 64, 64),
+    'Mixed_4e': (112, 144, 288, 32, 64, 64),
+    'Mixed_4f': (256, 160, 320, 32, 128, 128),
+    'Mixed_5b': (256, 160, 320, 32, 128, 128),
+    'Mixed_5c': (384, 192, 384, 48, 128, 128),
+}
+# Blocks whose 3×3 convs the schedule sets; Conv2d_1a_7x7 is set by `stem`.
+SCHEDULED_BLOCKS = ('Conv2d_2c_3x3',) + tuple(INCEPTION_WIDTHS)
+# Max-pools between stages: (name, window, strides), placed before the block.
+POOLS_BEFORE = {
+    'Mixed_3b': ('MaxPool_3a_3x3', (1, 3, 3), (1, 2, 2)),
+    'Mixed_4b': ('MaxPool_4a_3x3', (3, 3, 3), (2, 2, 2)),
+    'Mixed_5b': ('MaxPool_5a_2x2', (2, 2, 2), (2, 2, 2)),
+}
+
+
+def parse_schedule_entry(entry: str) -> tuple[str, bool]:
+  """'sep+gate' → ('sep', True); validates the conv kind."""
+  kind, _, gate = entry.partition('+')
+  if kind not in conv_lib.CONV_KINDS or gate not in ('', 'gate'):
+    raise ValueError(
+        f'bad schedule entry {entry!r}: want one of {conv_lib.CONV_KINDS}, '
+        "optionally followed by '+gate'")
+  return kind, gate == 'gate'
+
+
+def max_pool(x, window, strides, padding):
+  pads = conv_lib.explicit_padding(padding, x.shape[1:4], window, strides)
+  return nn.max_pool(x, window, strides, padding=pads)
+
+
+class InceptionBlock(nn.Module):
+  """Four branches (1×1; 1×1→3×3; 1×1→3×3; pool→1×1), concatenated."""
+  widths: tuple[int, int, int, int, int, int]
+  kind: str
+  gated: bool
+  gating_bias: bool
+  numerics: conv_lib.ConvNumerics
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    b0, b1a, b1b, b2a, b2b, b3 = self.widths
+    # Only the 3×3 convs follow the schedule; 1×1×1 convs are pointwise in
+    # every model of the family.
+    unit = lambda f, k, name: conv_lib.STConv(  # noqa: E731
+        f, k, temporal_kernel_size=3, kind=self.kind if k > 1 else '2d',
+        numerics=self.numerics, dtype=self.dtype, name=name)
+    gate = lambda y, name: (  # noqa: E731
+        SelfGating(self.gating_bias, dtype=self.dtype, name=name)(y)
+        if self.gated else y)
+
+    y0 = unit(b0, 1, 'Branch_0/Conv2d_0a_1x1')(x, train)
+    y0 = gate(y0, 'Branch_0/gating')
+    y1 = unit(b1a, 1, 'Branch_1/Conv2d_0a_1x1')(x, train)
+    y1 = unit(b1b, 3, 'Branch_1/Conv2d_0b_3x3')(y1, train)
+    y1 = gate(y1, 'Branch_1/gating')
+    y2 = unit(b2a, 1, 'Branch_2/Conv2d_0a_1x1')(x, train)
+    y2 = unit(b2b, 3, 'Branch_2/Conv2d_0b_3x3')(y2, train)
+    y2 = gate(y2, 'Branch_2/gating')
+    y3 = max_pool(x, (3, 3, 3), (1, 1, 1), self.numerics.padding)
+    y3 = unit(b3, 1, 'Branch_3/Conv2d_0b_1x1')(y3, train)
+    y3 = gate(y3, 'Branch_3/gating')
+    return jnp.concatenate([y0, y1, y2, y3], axis=-1)
+
+
+class InceptionVideoNet(nn.Module):
+  """Inception-v1 video classifier (I2D … S3D-G) on NTHWC input.
+
+  Attributes:
+    num_classes: logits size.
+    schedule: one entry per `SCHEDULED_BLOCKS` (module doc).
+    stem: kind of Conv2d_1a_7x7: '2d', '3d' (TF-slim) or 'sep' (torchvision).
+    stem_temporal_kernel: its temporal extent (TF-slim S3D-G: 3, I3D: 7).
+    depth_multiplier, min_depth: TF-slim's width scaling,
+      channels = max(int(c · depth_multiplier), min_depth).
+    numerics: padding / BN / bias conventions of a reference (conv.py).
+    gating_bias: the gate's affine has a bias (the paper) or not (TF-slim).
+    dropout_rate: before the classifier (TF-slim keeps 0.8).
+  """
+  num_classes: int
+  schedule: Sequence[str] = ('sep+gate',) * len(SCHEDULED_BLOCKS)
+  stem: str = '3d'
+  stem_temporal_kernel: int = 3
+  depth_multiplier: float = 1.0
+  min_depth: int = 16
+  numerics: conv_lib.ConvNumerics = conv_lib.TF_SLIM
+  gating_bias: bool = False
+  dropout_rate: float = 0.2
+  dtype: Any = None
+
+  def depth(self, channels: int) -> int:
+    return max(int(channels * self.depth_multiplier), self.min_depth)
+
+  @nn.compact
+  def __call__(self, video: jax.Array, train: bool = False,
+               return_features: bool = False):
+    if len(self.schedule) != len(SCHEDULED_BLOCKS):
+      raise ValueError(f'schedule needs {len(SCHEDULED_BLOCKS)} entries '
+                       f'({", ".join(SCHEDULED_BLOCKS)}), got '
+                       f'{len(self.schedule)}')
+    plan = dict(zip(SCHEDULED_BLOCKS, map(parse_schedule_entry,
+                                          self.schedule)))
+    padding = self.numerics.padding
+    features = {}
+    x = video.astype(self.dtype) if self.dtype else video
+
+    x = conv_lib.STConv(
+        self.depth(64), 7, temporal_kernel_size=self.stem_temporal_kernel,
+        kind=self.stem, stride=2, numerics=self.numerics, dtype=self.dtype,
+        name='Conv2d_1a_7x7')(x, train)
+    features['Conv2d_1a_7x7'] = x
+    x = max_pool(x, (1, 3, 3), (1, 2, 2), padding)
+    x = conv_lib.STConv(self.depth(64), 1, numerics=self.numerics,
+                        dtype=self.dtype, name='Conv2d_2b_1x1')(x, train)
+    kind, gated = plan['Conv2d_2c_3x3']
+    x = conv_lib.STConv(self.depth(192), 3, temporal_kernel_size=3, kind=kind,
+                        numerics=self.numerics, dtype=self.dtype,
+                        name='Conv2d_2c_3x3')(x, train)
+    if gated:
+      x = SelfGating(self.gating_bias, dtype=self.dtype,
+                     name='Conv2d_2c_3x3_gating')(x)
+    features['Conv2d_2c_3x3'] = x
+
+    for name, widths in INCEPTION_WIDTHS.items():
+      if name in POOLS_BEFORE:
+        pool_name, window, strides = POOLS_BEFORE[name]
+        x = max_pool(x, window, strides, padding)
+        features[pool_name] = x
+      kind, gated = plan[name]
+      x = InceptionBlock(tuple(map(self.depth, widths)), kind, gated,
+                         self.gating_bias, self.numerics, dtype=self.dtype,
+                         name=name)(x, train)
+      features[name] = x
+
+    logits = self.head(x, train)
+    features['logits'] = logits
+    return (logits, features) if return_features else logits
+
+  def head(self, x, train):
+    # TF-slim's head: [2, 7, 7] average pool (shrunk for small inputs), a
+    # 1×1×1 conv, then the mean over the remaining time steps. For inputs
+    # larger than 224² we also average the remaining spatial positions
+    # (fully-convolutional testing) where TF-slim would fail to squeeze.
+    window = tuple(min(n, k) for n, k in zip(x.shape[1:4], (2, 7, 7)))
+    x = nn.avg_pool(x, window, strides=(1, 1, 1), padding='VALID')
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(self.num_classes, kernel_init=conv_lib.default_kernel_init,
+                 dtype=self.dtype, name='Logits')(x)
+    return jnp.mean(x, axis=(1, 2, 3)).astype(jnp.float32)
