@@ -20,7 +20,7 @@ def get_config():
   # convs + gating in every block), a quarter of the channels.
   config.model_name = 's3dg'
   config.model = ml_collections.ConfigDict(
-      dict(depth_multiplier=0.25, dropout_rate=0.2))
+      dict(depth_multiplier=0.25, dropout_rate=0.2, bn_momentum=0.9))
 
   config.data = pipeline.default_data_config()
 

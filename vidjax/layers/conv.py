@@ -18,10 +18,15 @@ import jax.numpy as jnp
 Dtype = Any
 Padding = str | Sequence[tuple[int, int]]
 
-# TF-slim initialises Inception convs with a truncated normal of stddev 0.01;
-# every such conv is followed by BN, so the scale only matters for convs that
-# are not (gating, head), where the reference used the same value.
+# TF-slim initialises every Inception conv with a truncated normal of stddev
+# 0.01. Behind BN the forward pass does not care, but the effective learning
+# rate of a scale-invariant weight grows as 1/|w|², and at 0.01 that made
+# SGD from scratch stall for hundreds of steps. Convs followed by BN therefore
+# start with He (fan-out) init, as torchvision's video models do; layers not
+# followed by BN (gating, classifier) keep TF-slim's small init.
 default_kernel_init = nn.initializers.truncated_normal(0.01)
+bn_conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out',
+                                                       'normal')
 
 
 def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -101,7 +106,7 @@ class Conv3D(nn.Module):
   strides: tuple[int, int, int] = (1, 1, 1)
   padding: Padding = 'SAME'
   use_bias: bool = False
-  kernel_init: Any = default_kernel_init
+  kernel_init: Any = bn_conv_kernel_init
   bias_init: Any = nn.initializers.zeros
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
@@ -192,7 +197,7 @@ class STConv(nn.Module):
       x = nn.relu(norm('bn')(x))
       temporal_bn = self.numerics.temporal_bn
       init = (temporal_identity_init if self.numerics.temporal_identity_init
-              else default_kernel_init)
+              else bn_conv_kernel_init)
       x = Conv3D(self.features, (kt, 1, 1), (st, 1, 1),
                  use_bias=not temporal_bn, kernel_init=init, name='temporal',
                  **common)(x)

@@ -11,6 +11,7 @@ Endpoint and branch names follow TF-slim's `s3dg.py` (Conv2d_1a_7x7,
 Mixed_4b/Branch_1/Conv2d_0b_3x3, ...), so checkpoints map by name and the
 intermediate features carry the names papers use.
 """
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -115,6 +116,10 @@ class InceptionVideoNet(nn.Module):
   numerics: conv_lib.ConvNumerics = conv_lib.TF_SLIM
   gating_bias: bool = False
   dropout_rate: float = 0.2
+  # Overrides the reference's BN momentum (TF-slim: 0.999, tuned for runs of
+  # hundreds of thousands of steps; short runs want ~0.9 so that the running
+  # statistics used at evaluation catch up with the weights).
+  bn_momentum: float | None = None
   dtype: Any = None
 
   def depth(self, channels: int) -> int:
@@ -129,21 +134,24 @@ class InceptionVideoNet(nn.Module):
                        f'{len(self.schedule)}')
     plan = dict(zip(SCHEDULED_BLOCKS, map(parse_schedule_entry,
                                           self.schedule)))
-    padding = self.numerics.padding
+    numerics = self.numerics
+    if self.bn_momentum is not None:
+      numerics = dataclasses.replace(numerics, bn_momentum=self.bn_momentum)
+    padding = numerics.padding
     features = {}
     x = video.astype(self.dtype) if self.dtype else video
 
     x = conv_lib.STConv(
         self.depth(64), 7, temporal_kernel_size=self.stem_temporal_kernel,
-        kind=self.stem, stride=2, numerics=self.numerics, dtype=self.dtype,
+        kind=self.stem, stride=2, numerics=numerics, dtype=self.dtype,
         name='Conv2d_1a_7x7')(x, train)
     features['Conv2d_1a_7x7'] = x
     x = max_pool(x, (1, 3, 3), (1, 2, 2), padding)
-    x = conv_lib.STConv(self.depth(64), 1, numerics=self.numerics,
+    x = conv_lib.STConv(self.depth(64), 1, numerics=numerics,
                         dtype=self.dtype, name='Conv2d_2b_1x1')(x, train)
     kind, gated = plan['Conv2d_2c_3x3']
     x = conv_lib.STConv(self.depth(192), 3, temporal_kernel_size=3, kind=kind,
-                        numerics=self.numerics, dtype=self.dtype,
+                        numerics=numerics, dtype=self.dtype,
                         name='Conv2d_2c_3x3')(x, train)
     if gated:
       x = SelfGating(self.gating_bias, dtype=self.dtype,
@@ -157,7 +165,7 @@ class InceptionVideoNet(nn.Module):
         features[pool_name] = x
       kind, gated = plan[name]
       x = InceptionBlock(tuple(map(self.depth, widths)), kind, gated,
-                         self.gating_bias, self.numerics, dtype=self.dtype,
+                         self.gating_bias, numerics, dtype=self.dtype,
                          name=name)(x, train)
       features[name] = x
 

@@ -168,11 +168,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         opt_state=opt_state)
     sums = metrics.batch_metrics(logits, batch['label'], batch['mask'],
                                  per_example)
-    scalars = {f'train/{k}': v / sums['count'] for k, v in sums.items()
-               if k != 'count'}
-    scalars['train/lr'] = optim.learning_rate_schedule(
+    sums['lr'] = optim.learning_rate_schedule(
         config.optimizer, total_steps)(state.step)
-    return new_state, scalars
+    return new_state, sums
 
   batch_shardings = {'video': data_sharding, 'label': data_sharding,
                      'mask': data_sharding}
@@ -190,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   previous = {s: signal.signal(s, on_signal)
               for s in (signal.SIGTERM, signal.SIGINT)}
-  history = []
+  history, interval = [], []
   progress = Progress(start_step, total_steps, config.batch_size)
   # The stream is a pure function of (seed, step), so a resumed run sees
   # exactly the batches an uninterrupted one would have.
@@ -203,10 +201,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   try:
     while step < total_steps:
       batch = mesh_lib.to_global_batch(next(train_iter), mesh)
-      state, scalars = train_step(state, batch, rng)
+      state, sums = train_step(state, batch, rng)
+      interval.append(sums)
       step += 1
       if step % config.log_every_steps == 0 or step == total_steps:
-        scalars = {k: float(v) for k, v in jax.device_get(scalars).items()}
+        # Averages over the whole interval, not the last (noisy) batch.
+        interval = jax.device_get(interval)
+        count = sum(float(s['count']) for s in interval)
+        scalars = {f'train/{k}': sum(float(s[k]) for s in interval) / count
+                   for k in ('loss', 'top1', 'top5')}
+        scalars['train/lr'] = float(interval[-1]['lr'])
+        interval = []
         writer.write_scalars(step, scalars)
         history.append({'step': step, **scalars})
         if is_chief:

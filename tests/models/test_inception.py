@@ -1,0 +1,136 @@
+"""The Inception-v1 video family: schedules, shapes and exact parameter counts."""
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vidjax import VidjaxError
+from vidjax.models import create_model, inception, list_models
+
+TINY = dict(depth_multiplier=0.125, min_depth=8)
+
+
+def param_count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def abstract_variables(model, shape=(1, 16, 224, 224, 3)):
+  return jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros(shape, jnp.float32)))
+
+
+class ParameterCountTest(parameterized.TestCase):
+  """Counts computed from TF-slim's s3dg.py/i3d.py with 400 classes."""
+
+  @parameterized.parameters(('s3dg', 9_518_848), ('s3d', 8_299_520),
+                            ('i3d', 12_689_984))
+  def test_equals_tf_slim(self, name, expected):
+    variables = abstract_variables(create_model(name, num_classes=400))
+    self.assertEqual(param_count(variables['params']), expected)
+
+  def test_gating_adds_c_squared_per_gate(self):
+    # S3D-G − S3D = Σ C² over gated outputs: Conv2d_2c (192) and the four
+    # branch outputs of every Inception block.
+    widths = [192] + [w for ws in inception.INCEPTION_WIDTHS.values()
+                      for w in (ws[0], ws[2], ws[4], ws[5])]
+    s3dg = abstract_variables(create_model('s3dg', num_classes=400))
+    s3d = abstract_variables(create_model('s3d', num_classes=400))
+    self.assertEqual(param_count(s3dg['params']) - param_count(s3d['params']),
+                     sum(c * c for c in widths))
+
+
+class ScheduleTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('i2d', 'i2d', (1, 3, 3), None, (1, 7, 7)),
+      ('i3d', 'i3d', (3, 3, 3), None, (7, 7, 7)),
+      ('s3d', 's3d', (1, 3, 3), (3, 1, 1), (3, 7, 7)),
+      ('s3dg', 's3dg', (1, 3, 3), (3, 1, 1), (3, 7, 7)))
+  def test_kernel_shapes(self, name, conv, temporal, stem):
+    params = abstract_variables(create_model(name, num_classes=5, **TINY),
+                                (1, 8, 32, 32, 3))['params']
+    self.assertEqual(params['Conv2d_1a_7x7']['conv']['kernel'].shape[:3], stem)
+    for block in inception.SCHEDULED_BLOCKS:
+      units = ([params[block]] if block == 'Conv2d_2c_3x3' else
+               [params[block][f'Branch_{b}/Conv2d_0b_3x3'] for b in (1, 2)])
+      for unit in units:
+        self.assertEqual(unit['conv']['kernel'].shape[:3], conv, block)
+        if temporal:
+          self.assertEqual(unit['temporal']['kernel'].shape[:3], temporal)
+        else:
+          self.assertNotIn('temporal', unit)
+      # 1×1×1 convs stay pointwise in every model.
+      if block != 'Conv2d_2c_3x3':
+        kernel = params[block]['Branch_0/Conv2d_0a_1x1']['conv']['kernel']
+        self.assertEqual(kernel.shape[:3], (1, 1, 1))
+    gated = [k for k in jax.tree_util.tree_flatten_with_path(params)[0]
+             if 'gating' in jax.tree_util.keystr(k[0])]
+    self.assertEqual(bool(gated), name == 's3dg')
+
+  def test_mixed_schedule_bottom_heavy(self):
+    # 3D in the bottom blocks, 2D on top: the paper's Bottom-Heavy-I3D.
+    schedule = ('3d',) * 3 + ('2d',) * 7
+    params = abstract_variables(
+        create_model('i3d', num_classes=5, schedule=schedule, **TINY),
+        (1, 8, 32, 32, 3))['params']
+    k = lambda b: params[b]['Branch_1/Conv2d_0b_3x3']['conv']['kernel'].shape
+    self.assertEqual(k('Mixed_3c')[0], 3)
+    self.assertEqual(k('Mixed_4b')[0], 1)
+
+  def test_bad_schedule(self):
+    model = create_model('s3dg', num_classes=5, schedule=('sep',) * 3)
+    with self.assertRaisesRegex(ValueError, 'schedule needs 10 entries'):
+      abstract_variables(model, (1, 8, 32, 32, 3))
+    model = create_model('s3dg', num_classes=5, schedule=('4d',) * 10)
+    with self.assertRaisesRegex(ValueError, 'bad schedule entry'):
+      abstract_variables(model, (1, 8, 32, 32, 3))
+
+
+class ForwardTest(chex.TestCase, parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(('s3dg', 's3dg'), ('i3d', 'i3d'))
+  def test_logits_and_features(self, name):
+    model = create_model(name, num_classes=7, **TINY)
+    video = jax.random.normal(jax.random.key(1), (2, 8, 32, 32, 3))
+    variables = model.init(jax.random.key(0), video)
+    logits, features = self.variant(
+        lambda v, x: model.apply(v, x, return_features=True))(variables, video)
+    chex.assert_shape(logits, (2, 7))
+    chex.assert_type(logits, jnp.float32)
+    chex.assert_tree_all_finite(logits)
+    self.assertEqual(features['Mixed_5c'].shape[-1], 1024 // 8)
+    # T: 8 → 4 (stem) → 2 (MaxPool_4a) → 1 (MaxPool_5a); 32 px → 1.
+    self.assertEqual(features['Mixed_5c'].shape[1:4], (1, 1, 1))
+
+  def test_train_mode_updates_batch_stats_and_uses_dropout(self):
+    model = create_model('s3dg', num_classes=3, **TINY)
+    video = jax.random.normal(jax.random.key(1), (2, 4, 32, 32, 3))
+    variables = model.init(jax.random.key(0), video)
+    _, updates = model.apply(variables, video, train=True,
+                             mutable=['batch_stats'],
+                             rngs={'dropout': jax.random.key(2)})
+    before = variables['batch_stats']['Conv2d_1a_7x7']['bn']['mean']
+    after = updates['batch_stats']['Conv2d_1a_7x7']['bn']['mean']
+    self.assertFalse(np.allclose(before, after))
+
+  def test_flow_stem_takes_two_channels(self):
+    model = create_model('s3dg', num_classes=3, **TINY)
+    variables = abstract_variables(model, (1, 8, 32, 32, 2))
+    self.assertEqual(
+        variables['params']['Conv2d_1a_7x7']['conv']['kernel'].shape[3], 2)
+
+
+class RegistryTest(parameterized.TestCase):
+
+  def test_lists_the_family(self):
+    self.assertContainsSubset({'s3dg', 's3d', 'i3d', 'i2d'}, list_models())
+
+  def test_unknown_model(self):
+    with self.assertRaisesRegex(VidjaxError, "unknown model 'nope'.*s3dg"):
+      create_model('nope', num_classes=3)
+
+  def test_bad_override(self):
+    with self.assertRaisesRegex(VidjaxError, 'bad options'):
+      create_model('s3dg', num_classes=3, not_a_field=1)

@@ -1,0 +1,61 @@
+"""Bad input to `python -m vidjax.main`: one clear line, non-zero exit."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, env_extra=None):
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3',
+             **(env_extra or {}))
+  return subprocess.run([sys.executable, '-m', 'vidjax.main', *args],
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+def assert_one_clear_error(proc, *needles):
+  assert proc.returncode != 0
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  text = proc.stderr + proc.stdout
+  for needle in needles:
+    assert needle in text, text
+
+
+def test_missing_config_file(tmp_path):
+  proc = run_main('--config=configs/no_such.py', f'--workdir={tmp_path}')
+  assert_one_clear_error(proc, 'no_such.py')
+
+
+def test_unknown_config_key(tmp_path):
+  proc = run_main('--config=configs/demo.py', f'--workdir={tmp_path}',
+                  '--config.no_such_key=3')
+  assert_one_clear_error(proc, 'no_such_key')
+
+
+def test_missing_workdir_flag():
+  proc = run_main('--config=configs/demo.py')
+  assert_one_clear_error(proc, 'workdir')
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  proc = run_main('--config=configs/demo.py', f'--workdir={blocker}/sub')
+  assert_one_clear_error(proc, 'vidjax: error: workdir', 'not writable')
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize('flag,needle', [
+    ('--config.data.eval_split=no_such_split', "no split 'no_such_split'"),
+    ('--config.data.name=no_such_dataset', 'no_such_dataset'),
+    ('--config.model_name=no_such_model', "unknown model 'no_such_model'"),
+])
+def test_bad_data_or_model(tmp_path, flag, needle):
+  proc = run_main('--config=configs/demo.py', f'--workdir={tmp_path}/wd',
+                  '--config.data.name=moving_shapes/tiny',
+                  f'--config.data.data_dir={tmp_path}/tfds', flag)
+  assert_one_clear_error(proc, 'vidjax: error:', needle)
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -1,0 +1,95 @@
+"""The whole train function on the tiny embedded dataset (lm1b's train_test)."""
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from vidjax import VidjaxError
+from vidjax.train import trainer
+from configs import demo
+
+
+def tiny_config(data_dir, **overrides):
+  config = demo.get_config()
+  config.model.depth_multiplier = 0.125
+  config.model.min_depth = 8
+  config.data.name = 'moving_shapes/tiny'
+  config.data.data_dir = str(data_dir)
+  config.data.num_frames = 4
+  config.data.crop_size = 24
+  config.data.shuffle_buffer = 64
+  config.data.eval_split = 'train'  # Memorisation is what we can assert.
+  config.batch_size = 8               # One per test device.
+  config.eval_batch_size = 16
+  config.optimizer.warmup_steps = 2
+  config.optimizer.learning_rate = 0.05
+  config.log_every_steps = 5
+  config.checkpoint_every_steps = 10
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+def restored_params(workdir, step):
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  state = manager.restore(step)
+  manager.close()
+  return state['params']
+
+
+def test_training_lowers_the_loss_and_writes_results(data_dir, tmp_path):
+  before = trainer.train_and_evaluate(
+      tiny_config(data_dir, total_steps=0), tmp_path / 'untrained')
+  after = trainer.train_and_evaluate(
+      tiny_config(data_dir, total_steps=30), tmp_path / 'trained')
+  assert after['loss'] < before['loss'] - 0.2, (before, after)
+  assert after['num_examples'] == after['num_examples_in_split'] == 52
+  written = json.loads((tmp_path / 'trained' / 'eval_results.json')
+                       .read_text())
+  assert written['step'] == 30
+  for key in ('top1', 'top5', 'num_examples'):
+    assert written[key] == after[key]
+  assert (tmp_path / 'trained' / 'curves.png').stat().st_size > 0
+  # TensorBoard event files for the scalars.
+  assert any(name.startswith('events.out.tfevents')
+             for name in os.listdir(tmp_path / 'trained'))
+
+
+def test_preempted_run_resumes_with_the_same_parameters(data_dir, tmp_path,
+                                                       monkeypatch):
+  straight = tmp_path / 'straight'
+  trainer.train_and_evaluate(tiny_config(data_dir, total_steps=20), straight)
+
+  # Preempt the second run at step 7 the way a TPU VM would: SIGTERM.
+  real_save = trainer.checkpoint.save
+
+  def save_then_preempt(manager, step, state, force=False):
+    saved = real_save(manager, step, state, force=force)
+    if step == 7 and not force:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return saved
+
+  monkeypatch.setattr(trainer.checkpoint, 'save', save_then_preempt)
+  preempted = tmp_path / 'preempted'
+  with pytest.raises(VidjaxError, match='stopped by signal.*at step 7'):
+    trainer.train_and_evaluate(tiny_config(data_dir, total_steps=20),
+                               preempted)
+  monkeypatch.undo()
+  params_at_7 = restored_params(preempted, 7)
+
+  # The same command again resumes at step 7 and ends exactly where the
+  # uninterrupted run did: same batches, dropout keys and parameters.
+  resumed = trainer.train_and_evaluate(
+      tiny_config(data_dir, total_steps=20), preempted)
+  assert resumed['step'] == 20
+  a, b = restored_params(straight, 20), restored_params(preempted, 20)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, params_at_7, b)))
