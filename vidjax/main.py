@@ -3,9 +3,16 @@
 `--config.key=value` overrides a config field; an unknown key is an error.
 User errors print one line (`--verbose` shows the traceback) and exit 1.
 """
+import os
 import sys
 
-from absl import app
+# Before TensorFlow loads (configs import the data pipeline): its oneDNN
+# banner and C++ info logs would bury our one-line errors. TF only decodes
+# JPEGs here, so its oneDNN graph rewrites are irrelevant.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -29,12 +36,15 @@ def main(argv):
   from vidjax.train import trainer  # pylint: disable=g-import-not-at-top
 
   try:
-    results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    # config_flags defers a config file's load error until first access.
+    config = _CONFIG.value
+    config.keys()
+  except OSError as e:
+    fail(e, verbose=_VERBOSE.value)
+  try:
+    results = trainer.train_and_evaluate(config, _WORKDIR.value)
   except VidjaxError as e:
-    if _VERBOSE.value:
-      raise
-    print(f'vidjax: error: {e}', file=sys.stderr)
-    sys.exit(1)
+    fail(e, verbose=_VERBOSE.value)
   print(f'Final {results["split"]} accuracy at step {results["step"]}: '
         f'top-1 {results["top1"]:.2%}, top-5 {results["top5"]:.2%} on '
         f'{results["num_examples"]}/{results["num_examples_in_split"]} '
@@ -45,9 +55,41 @@ def main(argv):
         f'Results: {workdir}/eval_results.json, curves: {workdir}/curves.png')
 
 
+def _root_cause(error: BaseException) -> BaseException:
+  while error.__cause__ is not None:
+    error = error.__cause__
+  return error
+
+
+def fail(error: BaseException, verbose: bool):
+  """Prints `error` as one line and exits 1 (re-raises with --verbose)."""
+  if verbose:
+    raise error
+  cause = _root_cause(error)
+  if isinstance(cause, OSError) and cause.filename:
+    message = f'cannot read config file {cause.filename}: {cause.strerror}'
+  elif isinstance(cause, OSError) and 'Errno 2' in str(cause):
+    lines = [l.strip() for l in str(cause).splitlines() if l.strip()]
+    message = f'cannot read config file: {lines[-1]}'
+  elif isinstance(cause, (KeyError, AttributeError)):
+    message = f"unknown config key '{str(cause).strip(chr(34) + chr(39))}'"
+  else:
+    message = ' '.join(str(cause).split())
+  print(f'vidjax: error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
+def parse_flags(argv):
+  """absl's parser, but a bad flag or config is one line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    fail(e, verbose='--verbose' in argv)
+
+
 def run():
   logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ def tiny_config(data_dir, **overrides):
   config.batch_size = 8               # One per test device.
   config.eval_batch_size = 16
   config.optimizer.warmup_steps = 2
-  config.optimizer.learning_rate = 0.05
+  config.optimizer.learning_rate = 0.1
   config.log_every_steps = 5
   config.checkpoint_every_steps = 10
   config.update(overrides)
@@ -49,12 +49,15 @@ def test_training_lowers_the_loss_and_writes_results(data_dir, tmp_path):
   before = trainer.train_and_evaluate(
       tiny_config(data_dir, total_steps=0), tmp_path / 'untrained')
   after = trainer.train_and_evaluate(
-      tiny_config(data_dir, total_steps=30), tmp_path / 'trained')
-  assert after['loss'] < before['loss'] - 0.2, (before, after)
+      tiny_config(data_dir, total_steps=40), tmp_path / 'trained')
+  # Memorising the 52 training clips: the loss falls and top-1 rises well
+  # above the untrained model's (which is chance, 1/13).
+  assert after['loss'] < before['loss'], (before, after)
+  assert after['top1'] > before['top1'] + 0.1, (before, after)
   assert after['num_examples'] == after['num_examples_in_split'] == 52
   written = json.loads((tmp_path / 'trained' / 'eval_results.json')
                        .read_text())
-  assert written['step'] == 30
+  assert written['step'] == 40
   for key in ('top1', 'top5', 'num_examples'):
     assert written[key] == after[key]
   assert (tmp_path / 'trained' / 'curves.png').stat().st_size > 0
