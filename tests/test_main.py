@@ -48,14 +48,27 @@ def test_unwritable_workdir(tmp_path):
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.fixture(scope='module')
+def prepared_data_dir(tmp_path_factory):
+  """The tiny dataset, rendered beforehand: first-use rendering rightly
+  prints a progress bar, which is not what these tests look at."""
+  from vidjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp('tfds')
+  config = pipeline.default_data_config()
+  config.name = 'moving_shapes/tiny'
+  config.data_dir = str(data_dir)
+  pipeline.dataset_info(config)
+  return data_dir
+
+
 @pytest.mark.parametrize('flag,needle', [
     ('--config.data.eval_split=no_such_split', "no split 'no_such_split'"),
     ('--config.data.name=no_such_dataset', 'no_such_dataset'),
     ('--config.model_name=no_such_model', "unknown model 'no_such_model'"),
 ])
-def test_bad_data_or_model(tmp_path, flag, needle):
+def test_bad_data_or_model(tmp_path, prepared_data_dir, flag, needle):
   proc = run_main('--config=configs/demo.py', f'--workdir={tmp_path}/wd',
                   '--config.data.name=moving_shapes/tiny',
-                  f'--config.data.data_dir={tmp_path}/tfds', flag)
+                  f'--config.data.data_dir={prepared_data_dir}', flag)
   assert_one_clear_error(proc, 'vidjax: error:', needle)
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

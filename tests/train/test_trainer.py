@@ -26,7 +26,7 @@ def tiny_config(data_dir, **overrides):
   config.batch_size = 8               # One per test device.
   config.eval_batch_size = 16
   config.optimizer.warmup_steps = 2
-  config.optimizer.learning_rate = 0.1
+  config.optimizer.learning_rate = 0.02
   config.log_every_steps = 5
   config.checkpoint_every_steps = 10
   config.update(overrides)
