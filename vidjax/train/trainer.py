@@ -218,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           print(progress.line(step, scalars), flush=True)
       checkpoint.save(manager, step, state, force=step == total_steps)
       if stop['signal'] is not None:
-        checkpoint.save(manager, step, state, force=True)
+        if manager.latest_step() != step:  # This step may just have saved.
+          checkpoint.save(manager, step, state, force=True)
         raise VidjaxError(
             f'stopped by signal {stop["signal"]} at step {step}; checkpoint '
             f'saved in {manager.directory}, rerun the same command to resume')
