@@ -8,6 +8,7 @@ rendered on first use (vidjax/data/builders/moving_shapes.py).
   # e.g. longer:  ... --config.total_steps=1000
 """
 import ml_collections
+from ml_collections import config_dict
 
 from vidjax.data import pipeline
 
@@ -26,11 +27,15 @@ def get_config():
 
   config.batch_size = 16
   config.eval_batch_size = 32
-  config.total_steps = 400
+  config.total_steps = 600
   config.label_smoothing = 0.1
   config.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
       warmup_steps=40))
+
+  # A `python -m vidjax.convert` output directory to fine-tune from (the
+  # classifier is re-initialised when the class count differs).
+  config.init_from = config_dict.placeholder(str)
 
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100

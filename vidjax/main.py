@@ -49,7 +49,7 @@ def main(argv):
         f'top-1 {results["top1"]:.2%}, top-5 {results["top5"]:.2%} on '
         f'{results["num_examples"]}/{results["num_examples_in_split"]} '
         'videos.')
-  workdir = trainer.prepare_workdir(_WORKDIR.value)
+  workdir = results['workdir']
   print(f'Checkpoints: {workdir}/checkpoints\n'
         f'TensorBoard logs: {workdir} (tensorboard --logdir {workdir})\n'
         f'Results: {workdir}/eval_results.json, curves: {workdir}/curves.png')

@@ -42,31 +42,75 @@ class ParameterCountTest(parameterized.TestCase):
 
 class ScheduleTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(
-      ('i2d', 'i2d', (1, 3, 3), None, (1, 7, 7)),
-      ('i3d', 'i3d', (3, 3, 3), None, (7, 7, 7)),
-      ('s3d', 's3d', (1, 3, 3), (3, 1, 1), (3, 7, 7)),
-      ('s3dg', 's3dg', (1, 3, 3), (3, 1, 1), (3, 7, 7)))
-  def test_kernel_shapes(self, name, conv, temporal, stem):
+  @parameterized.parameters('i2d', 'i3d', 's3d', 's3dg')
+  def test_pointwise_convs_and_gates(self, name):
     params = abstract_variables(create_model(name, num_classes=5, **TINY),
                                 (1, 8, 32, 32, 3))['params']
-    self.assertEqual(params['Conv2d_1a_7x7']['conv']['kernel'].shape[:3], stem)
-    for block in inception.SCHEDULED_BLOCKS:
+    # 1×1×1 convs stay pointwise in every model.
+    for block in inception.INCEPTION_WIDTHS:
+      kernel = params[block]['Branch_0/Conv2d_0a_1x1']['conv']['kernel']
+      self.assertEqual(kernel.shape[:3], (1, 1, 1))
+    gated = [k for k in jax.tree_util.tree_flatten_with_path(params)[0]
+             if 'gating' in jax.tree_util.keystr(k[0])]
+    self.assertEqual(bool(gated), name == 's3dg')
+
+  # Per scheduled block (Conv2d_2c, 3b, 3c, 4b-4f, 5b, 5c): the conv kind,
+  # written out by hand from the paper's Fig. 2 definitions; and the stem.
+  FAMILY = {
+      'i2d': ('2' * 10, (1, 7, 7)),
+      'i3d': ('3' * 10, (7, 7, 7)),
+      's3d': ('s' * 10, (3, 7, 7)),
+      's3dg': ('s' * 10, (3, 7, 7)),
+      's3d_torchvision': ('s' * 10, (1, 7, 7)),
+      'bottom_heavy_i3d_3a': ('3' + '2' * 9, (7, 7, 7)),
+      'bottom_heavy_i3d_4a': ('333' + '2' * 7, (7, 7, 7)),
+      'bottom_heavy_i3d_5a': ('3' * 8 + '22', (7, 7, 7)),
+      'top_heavy_i3d_3a': ('2' + '3' * 9, (1, 7, 7)),
+      'top_heavy_i3d_4a': ('222' + '3' * 7, (1, 7, 7)),
+      'top_heavy_i3d_5a': ('2' * 8 + '33', (1, 7, 7)),
+      'bottom_heavy_s3d_3a': ('s' + '2' * 9, (3, 7, 7)),
+      'bottom_heavy_s3d_4a': ('sss' + '2' * 7, (3, 7, 7)),
+      'bottom_heavy_s3d_5a': ('s' * 8 + '22', (3, 7, 7)),
+      'top_heavy_s3d_3a': ('2' + 's' * 9, (1, 7, 7)),
+      'top_heavy_s3d_4a': ('222' + 's' * 7, (1, 7, 7)),
+      'top_heavy_s3d_5a': ('2' * 8 + 'ss', (1, 7, 7)),
+      'fast_s3d': ('222' + 's' * 7, (1, 7, 7)),
+  }
+
+  def test_family_is_registered(self):
+    self.assertEqual(set(self.FAMILY), set(list_models()))
+
+  @parameterized.named_parameters((n, n) for n in sorted(FAMILY))
+  def test_named_model_kernel_shapes(self, name):
+    kinds, stem = self.FAMILY[name]
+    params = abstract_variables(create_model(name, num_classes=5, **TINY),
+                                (1, 8, 32, 32, 3))['params']
+    stem_params = params['Conv2d_1a_7x7']
+    self.assertEqual(stem_params['conv']['kernel'].shape[:3], stem)
+    if name == 's3d_torchvision':  # Separable stem: (1,7,7) then (7,1,1).
+      self.assertEqual(stem_params['temporal']['kernel'].shape[:3], (7, 1, 1))
+    expect = {'2': ((1, 3, 3), None), '3': ((3, 3, 3), None),
+              's': ((1, 3, 3), (3, 1, 1))}
+    for block, kind in zip(inception.SCHEDULED_BLOCKS, kinds):
+      conv, temporal = expect[kind]
       units = ([params[block]] if block == 'Conv2d_2c_3x3' else
                [params[block][f'Branch_{b}/Conv2d_0b_3x3'] for b in (1, 2)])
       for unit in units:
-        self.assertEqual(unit['conv']['kernel'].shape[:3], conv, block)
+        self.assertEqual(unit['conv']['kernel'].shape[:3], conv,
+                         f'{name} {block}')
         if temporal:
           self.assertEqual(unit['temporal']['kernel'].shape[:3], temporal)
         else:
           self.assertNotIn('temporal', unit)
-      # 1×1×1 convs stay pointwise in every model.
-      if block != 'Conv2d_2c_3x3':
-        kernel = params[block]['Branch_0/Conv2d_0a_1x1']['conv']['kernel']
-        self.assertEqual(kernel.shape[:3], (1, 1, 1))
-    gated = [k for k in jax.tree_util.tree_flatten_with_path(params)[0]
-             if 'gating' in jax.tree_util.keystr(k[0])]
-    self.assertEqual(bool(gated), name == 's3dg')
+
+  @parameterized.parameters('i2d', 'top_heavy_s3d_4a')
+  def test_2d_stem_still_strides_time(self, name):
+    # TF-slim's Conv2d_1a has stride 2 in T, H and W whatever its kernel.
+    model = create_model(name, num_classes=5, **TINY)
+    video = jnp.zeros((1, 8, 32, 32, 3))
+    variables = model.init(jax.random.key(0), video)
+    _, features = model.apply(variables, video, return_features=True)
+    self.assertEqual(features['Conv2d_1a_7x7'].shape[1:4], (4, 16, 16))
 
   def test_mixed_schedule_bottom_heavy(self):
     # 3D in the bottom blocks, 2D on top: the paper's Bottom-Heavy-I3D.

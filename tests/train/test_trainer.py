@@ -3,12 +3,15 @@ import json
 import os
 import signal
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from vidjax import VidjaxError
+from vidjax import convert
+from vidjax.models import create_model
 from vidjax.train import trainer
 from configs import demo
 
@@ -96,3 +99,41 @@ def test_preempted_run_resumes_with_the_same_parameters(data_dir, tmp_path,
   a, b = restored_params(straight, 20), restored_params(preempted, 20)
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, params_at_7, b)))
+
+
+def _save_pretrained(directory, model_name, num_classes, config):
+  model = create_model(model_name, num_classes=num_classes,
+                       **config.model.to_dict())
+  clip = (1, config.data.num_frames, config.data.crop_size,
+          config.data.crop_size, 3)
+  variables = jax.device_get(
+      model.init(jax.random.key(7), jax.numpy.zeros(clip)))
+  convert.save_converted(str(directory), model_name, num_classes, variables)
+  return variables
+
+
+def test_init_from_converted_weights_keeps_all_but_the_resized_head(
+    data_dir, tmp_path):
+  # Warm-up from lr 0: the single step leaves the parameters as loaded.
+  config = tiny_config(data_dir, total_steps=1)
+  config.optimizer.warmup_steps = 1
+  pretrained = _save_pretrained(tmp_path / 'pre', 's3dg', 5, config)
+  config.init_from = str(tmp_path / 'pre')
+  trainer.train_and_evaluate(config, tmp_path / 'finetune')
+  params = flax.traverse_util.flatten_dict(
+      restored_params(tmp_path / 'finetune', 1))
+  expected = flax.traverse_util.flatten_dict(pretrained['params'])
+  assert set(params) == set(expected)
+  for path, value in params.items():
+    if path[0] == 'Logits':  # 5 classes there, 13 here: a fresh head.
+      assert value.shape[-1] == 13
+    else:
+      np.testing.assert_array_equal(value, expected[path], err_msg=str(path))
+
+
+def test_init_from_another_model_is_an_error(data_dir, tmp_path):
+  config = tiny_config(data_dir, total_steps=1)
+  _save_pretrained(tmp_path / 'pre', 'i2d', 13, config)
+  config.init_from = str(tmp_path / 'pre')
+  with pytest.raises(VidjaxError, match="holds 'i2d' weights"):
+    trainer.train_and_evaluate(config, tmp_path / 'finetune')

@@ -76,7 +76,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.eval_split = 'test'  # Held out; 'validation' is there for tuning.
   c.data_dir = config_dict.placeholder(str)  # None: TFDS's default dir.
   c.num_frames = 8
-  c.frame_stride = 2  # 8 frames span 15 of the 16 stored.
+  c.frame_stride = 2  # 8 frames span 15 of the 17 stored.
   c.crop_size = 48  # From 64 px frames.
   # Not Inception's (0.08, 1): tiny crops could cut the moving shape out.
   c.train_area_range = (0.5, 1.0)

@@ -84,9 +84,14 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   st, sh, sw = strides
   (pt, ph, pw) = padding
   n, t, h, w, _ = x.shape
-  no_time = kt == 1 and st == 1 and pt == (0, 0)
+  no_time = kt == 1 and pt == (0, 0)
   no_space = (kh == kw == 1 and sh == sw == 1 and ph == (0, 0)
               and pw == (0, 0))
+  if no_time and st > 1:
+    # A 1×k×k kernel with a temporal stride (TF-slim's 2D stem keeps stride 2
+    # in time) only reads every st-th frame.
+    x = x[:, ::st]
+    n, t, h, w, _ = x.shape
   if no_time and no_space:
     return jnp.einsum('nthwc,cd->nthwd', x, kernel[0, 0, 0])
   if no_time:
@@ -174,7 +179,8 @@ class STConv(nn.Module):
   temporal_kernel_size: int = 1
   kind: str = '2d'
   stride: int = 1
-  temporal_stride: int | None = None  # None: same as `stride`.
+  # None: same as `stride` for '3d'/'sep', 1 for '2d'.
+  temporal_stride: int | None = None
   numerics: ConvNumerics = TF_SLIM
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
@@ -186,8 +192,10 @@ class STConv(nn.Module):
     k, kt = self.kernel_size, self.temporal_kernel_size
     s = self.stride
     st = s if self.temporal_stride is None else self.temporal_stride
-    kt = 1 if self.kind == '2d' else kt
-    st = 1 if self.kind == '2d' else st
+    if self.kind == '2d':
+      # A 2D unit strides in time only when asked explicitly.
+      kt = 1
+      st = 1 if self.temporal_stride is None else self.temporal_stride
     common = dict(padding=self.numerics.padding, dtype=self.dtype,
                   param_dtype=self.param_dtype)
     norm = lambda name: batch_norm(  # noqa: E731

@@ -143,8 +143,9 @@ class InceptionVideoNet(nn.Module):
 
     x = conv_lib.STConv(
         self.depth(64), 7, temporal_kernel_size=self.stem_temporal_kernel,
-        kind=self.stem, stride=2, numerics=numerics, dtype=self.dtype,
-        name='Conv2d_1a_7x7')(x, train)
+        # TF-slim strides the stem by 2 in time even when it is 2D (I2D).
+        kind=self.stem, stride=2, temporal_stride=2, numerics=numerics,
+        dtype=self.dtype, name='Conv2d_1a_7x7')(x, train)
     features['Conv2d_1a_7x7'] = x
     x = max_pool(x, (1, 3, 3), (1, 2, 2), padding)
     x = conv_lib.STConv(self.depth(64), 1, numerics=numerics,

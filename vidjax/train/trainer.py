@@ -23,6 +23,7 @@ from vidjax.errors import VidjaxError
 from vidjax.models import create_model
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.train import checkpoint, evaluate, losses, metrics, optim, report
+from vidjax.train import init_from as init_from_lib
 
 
 @flax.struct.dataclass
@@ -80,9 +81,30 @@ class Progress:
             f'ETA {eta_text}')
 
 
+def _init_from(config, state: TrainState, tx, state_sharding) -> TrainState:
+  """Overlays converted weights (config.init_from) on a fresh state."""
+  fresh = jax.device_get({'params': state.params,
+                          'batch_stats': state.batch_stats})
+  merged, kept_fresh = init_from_lib.load(config.init_from,
+                                          config.model_name, fresh)
+  print(f'Initialised from {config.init_from}'
+        + (f'; kept fresh: {", ".join(kept_fresh)}' if kept_fresh else ''),
+        flush=True)
+  params, batch_stats = merged['params'], merged.get('batch_stats', {})
+  # The optimizer state starts over for the new parameters.
+  state = state.replace(params=params, batch_stats=batch_stats,
+                        opt_state=tx.init(params))
+  return jax.device_put(state, state_sharding)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict:
-  """Trains `config`'s model, checkpointing into `workdir`; returns eval."""
+  """Trains `config`'s model, checkpointing into `workdir`.
+
+  Returns:
+    The evaluation results (as written to `eval_results.json`) plus
+    'workdir', the absolute path everything was written to.
+  """
   # ---------------------------------------------------------------- Workdir.
   workdir = prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
@@ -142,6 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if state is None:
     start_step = 0
     state = jax.jit(init, out_shardings=state_sharding)(rng)
+    if config.get('init_from'):
+      state = _init_from(config, state, tx, state_sharding)
   else:
     print(f'Resuming from checkpoint at step {start_step} in {workdir}',
           flush=True)
@@ -239,4 +263,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if history:
       report.plot_curves(history, os.path.join(workdir, 'curves.png'))
   manager.close()
-  return results
+  return {**results, 'workdir': workdir}

@@ -1,0 +1,49 @@
+"""Merging converted weights into a fresh model's variables."""
+import numpy as np
+import pytest
+
+from vidjax import VidjaxError
+from vidjax.train import init_from
+
+
+def _variables(num_classes, conv_scale=1.0):
+  return {
+      'params': {
+          'Conv2d_1a_7x7': {'conv': {'kernel': conv_scale * np.ones((3, 2))}},
+          'Logits': {'kernel': np.zeros((4, num_classes)),
+                     'bias': np.zeros((num_classes,))},
+      },
+      'batch_stats': {'Conv2d_1a_7x7': {'bn': {'mean': conv_scale
+                                               * np.ones((2,))}}},
+  }
+
+
+def test_takes_everything_when_shapes_agree():
+  merged, kept = init_from.merge(_variables(5), _variables(5, 3.0), 'src')
+  assert kept == []
+  np.testing.assert_array_equal(
+      merged['params']['Conv2d_1a_7x7']['conv']['kernel'], 3 * np.ones((3, 2)))
+  np.testing.assert_array_equal(
+      merged['batch_stats']['Conv2d_1a_7x7']['bn']['mean'], [3.0, 3.0])
+
+
+def test_keeps_a_fresh_head_for_a_new_class_count():
+  fresh = _variables(13)
+  merged, kept = init_from.merge(fresh, _variables(400, 3.0), 'src')
+  assert sorted(kept) == ['params/Logits/bias', 'params/Logits/kernel']
+  assert merged['params']['Logits']['kernel'].shape == (4, 13)
+  np.testing.assert_array_equal(
+      merged['params']['Conv2d_1a_7x7']['conv']['kernel'], 3 * np.ones((3, 2)))
+
+
+def test_backbone_mismatch_missing_and_unused_are_errors():
+  loaded = _variables(5)
+  loaded['params']['Conv2d_1a_7x7']['conv']['kernel'] = np.ones((3, 3))
+  loaded['params']['Extra'] = {'w': np.ones(2)}
+  del loaded['batch_stats']['Conv2d_1a_7x7']
+  with pytest.raises(VidjaxError) as err:
+    init_from.merge(_variables(5), loaded, 'src')
+  message = str(err.value)
+  assert 'params/Conv2d_1a_7x7/conv/kernel has shape [3, 3]' in message
+  assert 'batch_stats/Conv2d_1a_7x7/bn/mean missing' in message
+  assert 'params/Extra/w unused' in message

@@ -1,0 +1,156 @@
+"""Importing PyTorch checkpoints into vidjax models.
+
+  model, variables = vidjax.convert.load_torch('s3d_torchvision', 's3d.pth')
+  logits = model.apply(variables, video_nthwc, train=False)
+
+`python -m vidjax.convert` writes a conversion as an orbax checkpoint that
+`restore_converted` reads back. torch is imported only to read a checkpoint
+file; a state dict of numpy arrays converts without it.
+"""
+import json
+import os
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vidjax.convert import mapping
+from vidjax.convert import torchvision_s3d
+from vidjax.errors import VidjaxError
+
+__all__ = ['convertible_models', 'load_torch', 'read_state_dict',
+           'restore_converted', 'save_converted']
+
+# vidjax model name → converter from a state dict to (model, variables).
+_CONVERTERS: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, dict]]]
+_CONVERTERS = {torchvision_s3d.MODEL_NAME: torchvision_s3d.convert}
+# Training scripts often save {'model': state_dict, 'optimizer': ...}.
+_NESTED_KEYS = ('state_dict', 'model')
+_DATA_PARALLEL_PREFIX = 'module.'
+VARIABLES_DIR = 'variables'
+METADATA_FILE = 'vidjax_model.json'
+
+
+def convertible_models() -> list[str]:
+  return sorted(_CONVERTERS)
+
+
+def _check_name(name: str):
+  if name not in _CONVERTERS:
+    raise VidjaxError(f'no PyTorch converter for model {name!r}; '
+                      f'convertible models: {", ".join(convertible_models())}')
+
+
+def _read_torch_file(path: str) -> Any:
+  if not os.path.isfile(path):
+    raise VidjaxError(f'no such PyTorch checkpoint file: {path}')
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise VidjaxError('reading a PyTorch checkpoint needs torch '
+                      '(pip install torch)') from None
+  try:
+    # weights_only: a checkpoint is data; never run its pickled code.
+    return torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise VidjaxError(
+        f'cannot read PyTorch checkpoint {path} (is it a file torch.save '
+        f'wrote?): {type(e).__name__}: {first_line}') from None
+
+
+def read_state_dict(source: Any) -> dict[str, Any]:
+  """A flat {name: tensor} from a state dict or a torch checkpoint path.
+
+  Accepts a bare state dict or one nested under 'state_dict' or 'model', and
+  strips the 'module.' prefix that `nn.DataParallel` adds.
+  """
+  if isinstance(source, (str, os.PathLike)):
+    source = _read_torch_file(os.fspath(source))
+  if not isinstance(source, Mapping):
+    raise VidjaxError('want a state dict (a mapping of names to tensors) or '
+                      f'a checkpoint path, got {type(source).__name__}')
+  for key in _NESTED_KEYS:
+    if isinstance(source.get(key), Mapping):
+      source = source[key]
+      break
+  state = dict(source)
+  if not state:
+    raise VidjaxError('the PyTorch state dict is empty')
+  bad = [k for k, v in state.items()
+         if not isinstance(k, str) or not hasattr(v, 'shape')]
+  if bad:
+    raise VidjaxError('not a state dict: entries without tensors: '
+                      f'{", ".join(map(str, bad[:8]))}')
+  if all(k.startswith(_DATA_PARALLEL_PREFIX) for k in state):
+    state = {k[len(_DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
+  return state
+
+
+def load_torch(name: str, source: Any) -> tuple[nn.Module, dict]:
+  """Converts a PyTorch checkpoint into vidjax model `name`.
+
+  Args:
+    name: the vidjax model the checkpoint is for (`convertible_models()`).
+    source: a state dict (str → torch tensor or numpy array) or the path of
+      a file `torch.save` wrote (a bare or nested state dict).
+
+  Returns:
+    (model, variables): `model.apply(variables, video_nthwc, train=False)`
+    gives the PyTorch model's eval-mode logits; variables are
+    {'params', 'batch_stats'} of float32 numpy arrays.
+
+  Raises:
+    VidjaxError: unknown model, unreadable file, or a checkpoint whose tensors
+      do not match the model one for one.
+  """
+  _check_name(name)
+  return _CONVERTERS[name](read_state_dict(source))
+
+
+def save_converted(directory: str, name: str, num_classes: int,
+                   variables: dict, *, overwrite: bool = False) -> str:
+  """Writes DIR/variables (orbax) and DIR/vidjax_model.json; returns DIR."""
+  directory = os.path.abspath(directory)
+  target = os.path.join(directory, VARIABLES_DIR)
+  if os.path.exists(target) and not overwrite:
+    raise VidjaxError(f'{target} already exists (pass --overwrite to '
+                      'replace it)')
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(target, variables, force=overwrite)
+      checkpointer.wait_until_finished()
+    with open(os.path.join(directory, METADATA_FILE), 'w') as f:
+      json.dump({'model': name, 'num_classes': int(num_classes)}, f,
+                indent=2)
+  except OSError as e:
+    raise VidjaxError(f'cannot write {directory}: '
+                      f'{e.strerror or e}') from None
+  return directory
+
+
+def restore_converted(directory: str) -> tuple[str, int, dict]:
+  """(model name, num_classes, variables) that `save_converted` wrote.
+
+  Variables come back as numpy arrays, like `load_torch`'s; build the model
+  with `vidjax.models.create_model(name, num_classes=num_classes)`.
+  """
+  directory = os.path.abspath(directory)
+  meta_path = os.path.join(directory, METADATA_FILE)
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+    name, num_classes = meta['model'], int(meta['num_classes'])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise VidjaxError(f'not a converted vidjax checkpoint: cannot read '
+                      f'{meta_path}: {e}') from None
+  target = os.path.join(directory, VARIABLES_DIR)
+  with ocp.StandardCheckpointer() as checkpointer:
+    # `save_converted` writes numpy arrays, and orbax restores them as numpy
+    # without a template: on the host, with no device placement to choose.
+    variables = checkpointer.restore(target)
+  flat = {path: np.asarray(value)
+          for path, value in mapping.flatten(variables).items()}
+  return name, num_classes, mapping.unflatten(flat)

@@ -1,0 +1,70 @@
+"""`python -m vidjax.convert --model=s3d_torchvision --torch=s3d.pth --out=DIR`.
+
+Converts a PyTorch checkpoint and writes DIR/variables (an orbax checkpoint
+of {'params', 'batch_stats'}) and DIR/vidjax_model.json (model name and class
+count), which `vidjax.convert.restore_converted(DIR)` reads back. Bad input
+prints one `vidjax: error: ...` line (`--verbose` shows the traceback) and
+exits 1.
+"""
+import os
+import sys
+
+# Before TensorFlow or XLA load: their C++ info logs would bury the one-line
+# errors and the summary this tool prints.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from vidjax.errors import VidjaxError
+
+_MODEL = flags.DEFINE_string(
+    'model', None, 'vidjax model the checkpoint is for, e.g. s3d_torchvision.')
+_TORCH = flags.DEFINE_string(
+    'torch', None, 'PyTorch checkpoint file (a state dict, bare or under '
+    "'state_dict' or 'model').")
+_OUT = flags.DEFINE_string('out', None, 'Output directory.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Replace an existing conversion in --out.')
+_VERBOSE = flags.DEFINE_bool('verbose', False,
+                             'Show tracebacks for user errors.')
+flags.mark_flags_as_required(['model', 'torch', 'out'])
+
+
+def fail(error: BaseException, verbose: bool):
+  """Prints `error` as one line and exits 1 (re-raises with --verbose)."""
+  if verbose:
+    raise error
+  print(f'vidjax: error: {" ".join(str(error).split())}', file=sys.stderr)
+  sys.exit(1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # Imported here so that flag errors answer before JAX loads.
+  from vidjax import convert  # pylint: disable=g-import-not-at-top
+
+  try:
+    model, variables = convert.load_torch(_MODEL.value, _TORCH.value)
+    out = convert.save_converted(_OUT.value, _MODEL.value, model.num_classes,
+                                 variables, overwrite=_OVERWRITE.value)
+  except VidjaxError as e:
+    fail(e, verbose=_VERBOSE.value)
+  count = sum(a.size for a in convert.mapping.flatten(variables).values())
+  print(f'Converted {_TORCH.value} to {_MODEL.value} '
+        f'({model.num_classes} classes, {count:,} values): {out}')
+
+
+def parse_flags(argv):
+  """absl's parser, but a bad or missing flag is one line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(e, verbose='--verbose' in argv)
+
+
+if __name__ == '__main__':
+  logging.set_verbosity(logging.WARNING)
+  app.run(main, flags_parser=parse_flags)

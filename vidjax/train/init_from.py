@@ -1,0 +1,71 @@
+"""Start a run from converted weights (`--config.init_from=DIR`).
+
+DIR is what `python -m vidjax.convert` writes. Every parameter and BN
+statistic is taken from it, except the classifier when the class count
+differs: fine-tuning on a new dataset keeps the fresh head, as PySlowFast's
+and MMAction2's loaders do when a checkpoint's head does not fit. Anything
+else that does not fit is an error, never a silent re-initialisation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import numpy as np
+
+from vidjax.errors import VidjaxError
+
+# The classifier of every model family; kept fresh when the shapes differ.
+HEAD_MODULES = ('Logits',)
+
+
+def _is_head(path: tuple[str, ...]) -> bool:
+  return any(part in HEAD_MODULES for part in path)
+
+
+def merge(fresh: dict[str, Any], loaded: dict[str, Any],
+          source: str) -> tuple[dict[str, Any], list[str]]:
+  """Overlays `loaded` variables on `fresh` ones (both {'params', ...}).
+
+  Returns:
+    The merged variables and the '/'-joined names kept from `fresh`.
+
+  Raises:
+    VidjaxError: a non-head variable is missing from `loaded` or has another
+      shape, or `loaded` has variables the model does not.
+  """
+  fresh_flat = flax.traverse_util.flatten_dict(fresh)
+  loaded_flat = flax.traverse_util.flatten_dict(loaded)
+  merged, kept_fresh, problems = {}, [], []
+  for path, value in fresh_flat.items():
+    name = '/'.join(path)
+    other = loaded_flat.get(path)
+    if other is not None and tuple(other.shape) == tuple(value.shape):
+      merged[path] = np.asarray(other, dtype=value.dtype)
+    elif _is_head(path):
+      merged[path] = value
+      kept_fresh.append(name)
+    elif other is None:
+      problems.append(f'{name} missing')
+    else:
+      problems.append(f'{name} has shape {list(other.shape)}, model wants '
+                      f'{list(value.shape)}')
+  unused = sorted('/'.join(p) for p in loaded_flat if p not in fresh_flat)
+  problems += [f'{name} unused' for name in unused]
+  if problems:
+    raise VidjaxError(f'init_from {source} does not fit the model: '
+                      + '; '.join(problems[:8])
+                      + (f' (+{len(problems) - 8} more)'
+                         if len(problems) > 8 else ''))
+  return flax.traverse_util.unflatten_dict(merged), kept_fresh
+
+
+def load(directory: str, model_name: str, fresh: dict[str, Any]):
+  """Reads DIR (from `vidjax.convert`) and merges it into `fresh` variables."""
+  # Imported here: only runs that fine-tune need orbax's restore path.
+  from vidjax import convert  # pylint: disable=g-import-not-at-top
+  source_model, _, loaded = convert.restore_converted(directory)
+  if source_model != model_name:
+    raise VidjaxError(f'init_from {directory} holds {source_model!r} weights '
+                      f'but config.model_name is {model_name!r}')
+  return merge(fresh, loaded, directory)
