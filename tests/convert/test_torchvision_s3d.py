@@ -18,6 +18,7 @@ torchvision = pytest.importorskip(
 from vidjax import VidjaxError
 from vidjax import convert
 from vidjax.convert import mapping
+from tests.convert import torch_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -25,41 +26,12 @@ NUM_CLASSES = 5
 TOLERANCE = 1e-4  # ||vidjax − torch|| / ||torch||, float32.
 
 
-def relative_error(actual, reference) -> float:
-  return float(np.linalg.norm(actual - reference) / np.linalg.norm(reference))
-
-
-def randomise_batch_norm(model):
-  """Gives every BN non-trivial, well-scaled statistics and affine params.
-
-  Freshly built BN layers are the identity at eval time (mean 0, var 1,
-  scale 1, bias 0), which would hide swapped or misnamed BN tensors. Random
-  statistics alone make activations drift to ~1e5 over 50+ layers, so the
-  statistics are first measured on a random clip (cumulative average of one
-  batch, i.e. its batch statistics), then perturbed.
-  """
-  norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
-  for bn in norms:
-    bn.momentum = None
-    bn.reset_running_stats()
-  model.train()
-  with torch.no_grad():
-    # 16×128² leaves Mixed_5c 4×4×4, enough positions for its statistics.
-    model.features(torch.randn(1, 3, 16, 128, 128))
-    for bn in norms:
-      bn.running_var.mul_(torch.empty_like(bn.running_var).uniform_(0.5, 2))
-      bn.running_mean.add_(
-          0.1 * bn.running_var.sqrt() * torch.randn_like(bn.running_mean))
-      bn.weight.uniform_(0.5, 1.5)
-      bn.bias.normal_(0.0, 0.2)
-  model.eval()
-
-
 @pytest.fixture(scope='module')
 def torch_model():
   torch.manual_seed(0)
   model = torchvision.models.video.s3d(num_classes=NUM_CLASSES)
-  randomise_batch_norm(model)
+  torch_reference.randomise_batch_norm(
+      model, lambda m: m.features(torch.randn(1, 3, 16, 128, 128)))
   return model
 
 
@@ -113,7 +85,7 @@ def test_logits_match_torchvision(torch_model, run_vidjax, shape):
     reference = torch_model(clip).numpy()
   logits, _ = run_vidjax(clip.numpy())
   assert logits.shape == (1, NUM_CLASSES)
-  assert relative_error(logits, reference) <= TOLERANCE
+  assert torch_reference.relative_error(logits, reference) <= TOLERANCE
 
 
 def test_features_match_torchvision_on_a_small_clip(torch_model,
@@ -126,7 +98,7 @@ def test_features_match_torchvision_on_a_small_clip(torch_model,
     reference = torch_model.features(clip).numpy()
   _, mixed_5c = run_vidjax(clip.numpy())
   assert mixed_5c.shape == reference.shape
-  assert relative_error(mixed_5c, reference) <= TOLERANCE
+  assert torch_reference.relative_error(mixed_5c, reference) <= TOLERANCE
 
 
 def test_numpy_state_dict_converts_like_tensors(converted, numpy_state_dict):

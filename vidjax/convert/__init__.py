@@ -16,11 +16,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vidjax.convert import mapping
+from vidjax.convert.inflate import inflate_googlenet
 from vidjax.convert import torchvision_s3d
 from vidjax.errors import VidjaxError
 
-__all__ = ['convertible_models', 'load_torch', 'read_state_dict',
-           'restore_converted', 'save_converted']
+__all__ = ['convertible_models', 'inflate_googlenet', 'load_torch',
+           'read_state_dict', 'restore_converted', 'save_converted']
 
 # vidjax model name → converter from a state dict to (model, variables).
 _CONVERTERS: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, dict]]]

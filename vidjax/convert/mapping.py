@@ -150,3 +150,22 @@ def assign(sources: Mapping[str, Any], targets: Mapping[Path, Any],
   if problems:
     raise VidjaxError(f'cannot convert {description}: ' + '; '.join(problems))
   return filled
+
+
+def classifier_size(state: Mapping[str, Any], key: str, ndim: int,
+                    source: str) -> int:
+  """The class count: dim 0 of the `ndim`-D classifier weight `state[key]`.
+
+  Raises:
+    VidjaxError: naming `source` when the key is absent (not that kind of
+      checkpoint) or the weight has another rank.
+  """
+  if key not in state:
+    raise VidjaxError(
+        f'not a {source} state dict: it has no {key} '
+        f'(first keys: {", ".join(list(state)[:5]) or "none"})')
+  shape = tuple(state[key].shape)
+  if len(shape) != ndim:
+    raise VidjaxError(f'{key} has shape {list(shape)}; a {source} has a '
+                      f'{ndim}-D classifier weight there')
+  return int(shape[0])

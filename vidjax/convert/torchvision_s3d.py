@@ -111,18 +111,6 @@ def rules() -> list[mapping.Rule]:
   return out
 
 
-def num_classes_of(state_dict: Mapping[str, Any]) -> int:
-  if CLASSIFIER_WEIGHT not in state_dict:
-    raise VidjaxError(
-        f'not a torchvision S3D state dict: it has no {CLASSIFIER_WEIGHT} '
-        f'(first keys: {", ".join(list(state_dict)[:5]) or "none"})')
-  shape = tuple(state_dict[CLASSIFIER_WEIGHT].shape)
-  if len(shape) != 5:
-    raise VidjaxError(f'{CLASSIFIER_WEIGHT} has shape {list(shape)}; '
-                      'torchvision S3D has a 5-D 1×1×1 conv there')
-  return int(shape[0])
-
-
 def convert(state_dict: Mapping[str, Any]) -> tuple[nn.Module, dict]:
   """(model, {'params', 'batch_stats'}) equivalent to a torchvision S3D.
 
@@ -133,7 +121,8 @@ def convert(state_dict: Mapping[str, Any]) -> tuple[nn.Module, dict]:
   Raises:
     VidjaxError: if a tensor is missing, left over or of the wrong shape.
   """
-  model = create_model(MODEL_NAME, num_classes=num_classes_of(state_dict))
+  model = create_model(MODEL_NAME, num_classes=mapping.classifier_size(
+      state_dict, CLASSIFIER_WEIGHT, 5, 'torchvision S3D'))
   abstract = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros(_SHAPE_PROBE)))
   targets = mapping.flatten(abstract)

@@ -139,6 +139,8 @@ class ConvNumerics:
   checkpoint parity needs the reference's own numerics.
   """
   padding: str = 'SAME'              # TF SAME pads asymmetrically.
+  # Padding of the max-pools; None: the same as the convs' `padding`.
+  pool_padding: str | None = None
   bn_epsilon: float = 1e-3
   bn_momentum: float = 0.999         # Flax's momentum is TF's decay.
   bn_scale: bool = False             # slim.batch_norm has no gamma.
@@ -151,6 +153,19 @@ class ConvNumerics:
 TF_SLIM = ConvNumerics()
 TORCHVISION = ConvNumerics(padding='SYMMETRIC', bn_scale=True,
                            temporal_bn=True, temporal_identity_init=False)
+# ImageNet GoogLeNet (torchvision's `googlenet`) inflated into a video model
+# (vidjax.convert.inflate). An inflated model must compute the 2D network on
+# a clip of repeated frames, so it keeps googlenet's numerics: symmetric conv
+# padding (padding=3 for 7×7, 1 for 3×3), BN with gamma and eps 1e-3, and its
+# ceil-mode max-pools without padding, which equal TF SAME pooling on even
+# sizes (SAME pads the one extra row at the end, where ceil mode reads past
+# the edge). Separable temporal halves keep TF-slim's bias + ReLU and
+# identity init: with bias 0, the centre tap passes its ReLU'd, hence
+# non-negative, input through and the final ReLU leaves it unchanged, so the
+# separable unit starts as googlenet's 2D unit.
+GOOGLENET = ConvNumerics(padding='SYMMETRIC', pool_padding='SAME',
+                         bn_scale=True, temporal_bn=False,
+                         temporal_identity_init=True)
 
 CONV_KINDS = ('2d', '3d', 'sep')
 

@@ -87,7 +87,8 @@ class InceptionBlock(nn.Module):
     y2 = unit(b2a, 1, 'Branch_2/Conv2d_0a_1x1')(x, train)
     y2 = unit(b2b, 3, 'Branch_2/Conv2d_0b_3x3')(y2, train)
     y2 = gate(y2, 'Branch_2/gating')
-    y3 = max_pool(x, (3, 3, 3), (1, 1, 1), self.numerics.padding)
+    y3 = max_pool(x, (3, 3, 3), (1, 1, 1),
+                  self.numerics.pool_padding or self.numerics.padding)
     y3 = unit(b3, 1, 'Branch_3/Conv2d_0b_1x1')(y3, train)
     y3 = gate(y3, 'Branch_3/gating')
     return jnp.concatenate([y0, y1, y2, y3], axis=-1)
@@ -137,7 +138,8 @@ class InceptionVideoNet(nn.Module):
     numerics = self.numerics
     if self.bn_momentum is not None:
       numerics = dataclasses.replace(numerics, bn_momentum=self.bn_momentum)
-    padding = numerics.padding
+    # Convs pad inside STConv; this is the max-pools' padding.
+    padding = numerics.pool_padding or numerics.padding
     features = {}
     x = video.astype(self.dtype) if self.dtype else video
 

@@ -160,9 +160,9 @@ def _bright_colour(rng: np.random.Generator) -> np.ndarray:
   reaches 75% training accuracy in 300 (benchmarks/README.md). Hue, the
   background's gradient and noise stay random, so nothing can be memorised.
   """
-  colour = rng.uniform(0, 255, 3)
-  colour = colour / max(colour.max(), 1e-6) * 255
-  return np.maximum(colour, _BRIGHT_FLOOR)
+  hue = rng.uniform(0, 1, 3)
+  hue = hue / max(hue.max(), 1e-6)  # Full value: the top channel is 1.
+  return _BRIGHT_FLOOR + (255 - _BRIGHT_FLOOR) * hue
 
 
 def _forward_pose(rng, motion: str, num_frames: int, size: int) -> Pose:
