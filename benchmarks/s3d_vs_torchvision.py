@@ -1,7 +1,7 @@
 """vidjax S3D against torchvision's S3D on this CPU: inference and training.
 
   bash run.sh python benchmarks/s3d_vs_torchvision.py            # defaults
-  bash run.sh python benchmarks/s3d_vs_torchvision.py --batch=4 --frames=16 --size=160
+  bash run.sh python benchmarks/s3d_vs_torchvision.py --batch=4 --frames=32
 
 Same model (`s3d_torchvision` is torchvision's layout, parameter for
 parameter), same batch and clip, float32. "train" is one forward+backward with
@@ -37,7 +37,8 @@ def _parse():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--batch', type=int, default=2)
   p.add_argument('--frames', type=int, default=16)
-  p.add_argument('--size', type=int, default=128)
+  # torchvision's head (a 2×7×7 VALID pool) needs frames of >= 209 px.
+  p.add_argument('--size', type=int, default=224)
   p.add_argument('--iters', type=int, default=5)
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--jax_only', action='store_true', help=argparse.SUPPRESS)

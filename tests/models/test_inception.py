@@ -159,6 +159,24 @@ class ForwardTest(chex.TestCase, parameterized.TestCase):
     after = updates['batch_stats']['Conv2d_1a_7x7']['bn']['mean']
     self.assertFalse(np.allclose(before, after))
 
+  def test_numerics_by_name(self):
+    # The torchvision preset puts BN (with a scale) after the temporal half;
+    # TF-slim gives it a bias instead.
+    unit = lambda v: v['params']['Mixed_3b']['Branch_1/Conv2d_0b_3x3']  # noqa: E731
+    slim = abstract_variables(create_model('s3d', num_classes=3, **TINY),
+                              (1, 8, 32, 32, 3))
+    tv = abstract_variables(
+        create_model('s3d', num_classes=3, numerics='torchvision', **TINY),
+        (1, 8, 32, 32, 3))
+    self.assertEqual(set(unit(slim)), {'conv', 'bn', 'temporal'})
+    self.assertNotIn('scale', unit(slim)['bn'])  # slim BN has no gamma.
+    self.assertIn('bias', unit(slim)['temporal'])
+    self.assertEqual(set(unit(tv)), {'conv', 'bn', 'temporal', 'temporal_bn'})
+    self.assertIn('scale', unit(tv)['temporal_bn'])
+    with self.assertRaisesRegex(ValueError, "unknown numerics 'nope'"):
+      abstract_variables(create_model('s3d', num_classes=3, numerics='nope'),
+                         (1, 8, 32, 32, 3))
+
   def test_flow_stem_takes_two_channels(self):
     model = create_model('s3dg', num_classes=3, **TINY)
     variables = abstract_variables(model, (1, 8, 32, 32, 2))

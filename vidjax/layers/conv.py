@@ -167,6 +167,22 @@ GOOGLENET = ConvNumerics(padding='SYMMETRIC', pool_padding='SAME',
                          bn_scale=True, temporal_bn=False,
                          temporal_identity_init=True)
 
+# By name, so that a config can pick a reference layout from the command
+# line: --config.model.numerics=torchvision.
+NUMERICS = {'tf_slim': TF_SLIM, 'torchvision': TORCHVISION,
+            'googlenet': GOOGLENET}
+
+
+def resolve_numerics(numerics: 'ConvNumerics | str') -> ConvNumerics:
+  """A ConvNumerics, or the preset called `numerics` (see NUMERICS)."""
+  if isinstance(numerics, ConvNumerics):
+    return numerics
+  if numerics not in NUMERICS:
+    raise ValueError(f'unknown numerics {numerics!r}; known: '
+                     f'{", ".join(sorted(NUMERICS))}')
+  return NUMERICS[numerics]
+
+
 CONV_KINDS = ('2d', '3d', 'sep')
 
 

@@ -104,7 +104,8 @@ class InceptionVideoNet(nn.Module):
     stem_temporal_kernel: its temporal extent (TF-slim S3D-G: 3, I3D: 7).
     depth_multiplier, min_depth: TF-slim's width scaling,
       channels = max(int(c · depth_multiplier), min_depth).
-    numerics: padding / BN / bias conventions of a reference (conv.py).
+    numerics: padding / BN / bias conventions of a reference (conv.py): a
+      ConvNumerics or a preset's name, 'tf_slim', 'torchvision', 'googlenet'.
     gating_bias: the gate's affine has a bias (the paper) or not (TF-slim).
     dropout_rate: before the classifier (TF-slim keeps 0.8).
   """
@@ -114,7 +115,7 @@ class InceptionVideoNet(nn.Module):
   stem_temporal_kernel: int = 3
   depth_multiplier: float = 1.0
   min_depth: int = 16
-  numerics: conv_lib.ConvNumerics = conv_lib.TF_SLIM
+  numerics: conv_lib.ConvNumerics | str = conv_lib.TF_SLIM
   gating_bias: bool = False
   dropout_rate: float = 0.2
   # Overrides the reference's BN momentum (TF-slim: 0.999, tuned for runs of
@@ -135,7 +136,7 @@ class InceptionVideoNet(nn.Module):
                        f'{len(self.schedule)}')
     plan = dict(zip(SCHEDULED_BLOCKS, map(parse_schedule_entry,
                                           self.schedule)))
-    numerics = self.numerics
+    numerics = conv_lib.resolve_numerics(self.numerics)
     if self.bn_momentum is not None:
       numerics = dataclasses.replace(numerics, bn_momentum=self.bn_momentum)
     # Convs pad inside STConv; this is the max-pools' padding.
