@@ -6,18 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidjax import VidjaxError
-from vidjax.models import create_model, inception, list_models
+from vidjax.models import complexity, create_model, inception, list_models
 
 TINY = dict(depth_multiplier=0.125, min_depth=8)
 
 
-def param_count(tree) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-
-
 def abstract_variables(model, shape=(1, 16, 224, 224, 3)):
-  return jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros(shape, jnp.float32)))
+  return complexity.abstract_variables(model, shape)
 
 
 class ParameterCountTest(parameterized.TestCase):
@@ -27,7 +22,7 @@ class ParameterCountTest(parameterized.TestCase):
                             ('i3d', 12_689_984))
   def test_equals_tf_slim(self, name, expected):
     variables = abstract_variables(create_model(name, num_classes=400))
-    self.assertEqual(param_count(variables['params']), expected)
+    self.assertEqual(complexity.count_params(variables['params']), expected)
 
   def test_gating_adds_c_squared_per_gate(self):
     # S3D-G − S3D = Σ C² over gated outputs: Conv2d_2c (192) and the four
@@ -36,7 +31,7 @@ class ParameterCountTest(parameterized.TestCase):
                       for w in (ws[0], ws[2], ws[4], ws[5])]
     s3dg = abstract_variables(create_model('s3dg', num_classes=400))
     s3d = abstract_variables(create_model('s3d', num_classes=400))
-    self.assertEqual(param_count(s3dg['params']) - param_count(s3d['params']),
+    self.assertEqual(complexity.count_params(s3dg['params']) - complexity.count_params(s3d['params']),
                      sum(c * c for c in widths))
 
 

@@ -18,12 +18,11 @@ BN weight/bias/running_mean/running_var → scale/bias (params) and mean/var
 from typing import Any, Iterator, Mapping
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vidjax.convert import mapping
 from vidjax.errors import VidjaxError
+from vidjax.models import complexity
 from vidjax.models import create_model
 from vidjax.models import inception
 
@@ -123,9 +122,8 @@ def convert(state_dict: Mapping[str, Any]) -> tuple[nn.Module, dict]:
   """
   model = create_model(MODEL_NAME, num_classes=mapping.classifier_size(
       state_dict, CLASSIFIER_WEIGHT, 5, 'torchvision S3D'))
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros(_SHAPE_PROBE)))
-  targets = mapping.flatten(abstract)
+  targets = mapping.flatten(
+      complexity.abstract_variables(model, _SHAPE_PROBE))
   filled = mapping.assign(
       state_dict, targets, rules(),
       ignore=lambda key: key.endswith(_IGNORED_SUFFIX),

@@ -20,6 +20,7 @@ from clu import metric_writers
 
 from vidjax.data import pipeline
 from vidjax.errors import VidjaxError
+from vidjax.models import complexity
 from vidjax.models import create_model
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.train import checkpoint, evaluate, losses, metrics, optim, report
@@ -149,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state_sharding = jax.tree.map(lambda _: mesh_lib.replicated(mesh),
                                 abstract_state)
   data_sharding = mesh_lib.batch_sharding(mesh)
-  num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+  num_params = complexity.count_params(abstract_state.params)
   logging.info('model %s: %d parameters, mesh %s', config.model_name,
                num_params, dict(mesh.shape))
 
