@@ -3,7 +3,8 @@
 #
 #   bash run.sh demo [main.py flags...]   set up, then train + evaluate configs/demo.py
 #   bash run.sh test [pytest args...]     set up (with the PyTorch references), then run the tests
-#   bash run.sh python ARGS...            run Python inside the environment
+#   bash run.sh python ARGS...            run Python in the test environment (with
+#                                         torch: benchmarks, parity checks)
 #
 # Environments are cached under $VIDJAX_CACHE (default ~/.cache/vidjax), keyed by
 # a hash of pyproject.toml's dependency lists, so every clone (and CI) reuses one
@@ -16,8 +17,8 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 
 case "$cmd" in
-  demo|python) extras="" ;;
-  test) extras="test,torch" ;;
+  demo) extras="" ;;
+  test|python) extras="test,torch" ;;
   *) echo "usage: bash run.sh {demo|test|python} [args...]" >&2; exit 2 ;;
 esac
 
