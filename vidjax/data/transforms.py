@@ -20,6 +20,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 
+# Normalisation presets by model family: `config.data.normalization`.
+NORMALIZATION = {
+    'imagenet': (IMAGENET_MEAN, IMAGENET_STD),  # TSN/TSM, ViT, TimeSformer.
+    'inception': (INCEPTION_MEAN, INCEPTION_STD),  # TF-slim I3D/S3D(-G).
+    'none': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # [0, 1] pixels.
+}
+
+# TSN's multi-scale crop: crop sides as fractions of the shorter frame side.
+TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
+
 
 def random_crop_window(
     image_shape: tf.Tensor,
@@ -53,6 +63,83 @@ def random_crop_window(
       use_image_if_no_bounding_boxes=True,
   )
   return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def random_fixed_crop_window(
+    image_shape: tf.Tensor, seed: tf.Tensor, size: int
+) -> tf.Tensor:
+  """A `size` x `size` box at a uniform random position (I3D/S3D training).
+
+  Frames smaller than `size` give their whole extent on that side.
+
+  Args:
+    image_shape: [H, W, C].
+    seed: stateless seed, shape [2].
+    size: side of the box.
+
+  Returns:
+    int32 [4] = (y, x, height, width).
+  """
+  shape = tf.cast(image_shape, tf.int32)
+  h, w = tf.minimum(shape[0], size), tf.minimum(shape[1], size)
+  u = tf.random.stateless_uniform([2], seed=seed)
+  y = tf.cast(u[0] * tf.cast(shape[0] - h + 1, tf.float32), tf.int32)
+  x = tf.cast(u[1] * tf.cast(shape[1] - w + 1, tf.float32), tf.int32)
+  return tf.stack([tf.minimum(y, shape[0] - h), tf.minimum(x, shape[1] - w),
+                   h, w])
+
+
+def multi_scale_crop_window(
+    image_shape: tf.Tensor,
+    seed: tf.Tensor,
+    output_size: int,
+    scales: Sequence[float] = TSN_SCALES,
+    max_distort: int = 1,
+) -> tf.Tensor:
+  """TSN's multi-scale crop box (`GroupMultiScaleCrop`, `more_fix_crop`).
+
+  Height and width are each `int(short_side * scale)` for scales from
+  `scales` at most `max_distort` positions apart in the list (a side within
+  3 px of `output_size` snaps to it). The box sits at one of 13 fixed
+  positions on a 4 x 4 grid of the slack: the corners, the centre, the
+  middles of the edges and the four quarter points, chosen uniformly.
+
+  Args:
+    image_shape: [H, W, C].
+    seed: stateless seed, shape [2].
+    output_size: the side the crop is resized to afterwards.
+    scales: crop side / shorter frame side.
+    max_distort: largest index distance between the height and width scales.
+
+  Returns:
+    int32 [4] = (y, x, height, width).
+  """
+  shape = tf.cast(image_shape, tf.int32)
+  img_h, img_w = shape[0], shape[1]
+  base = tf.cast(tf.minimum(img_h, img_w), tf.float32)
+  sides = tf.cast(base * tf.constant(scales, tf.float32), tf.int32)
+  sides = tf.where(tf.abs(sides - output_size) < 3, output_size, sides)
+  pairs = [(i, j) for i in range(len(scales)) for j in range(len(scales))
+           if abs(i - j) <= max_distort]
+  seed_pair, seed_pos = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  pick = tf.random.stateless_uniform(
+      [], seed=seed_pair, maxval=len(pairs), dtype=tf.int32)
+  # TSN pairs (w, h) = (sizes[i], sizes[j]).
+  w_idx = tf.gather([p[0] for p in pairs], pick)
+  h_idx = tf.gather([p[1] for p in pairs], pick)
+  crop_w = tf.minimum(tf.gather(sides, w_idx), img_w)
+  crop_h = tf.minimum(tf.gather(sides, h_idx), img_h)
+  w_step, h_step = (img_w - crop_w) // 4, (img_h - crop_h) // 4
+  # (x, y) in steps: corners, centre, then TSN's `more_fix_crop` additions.
+  grid = tf.constant([(0, 0), (4, 0), (0, 4), (4, 4), (2, 2),
+                      (0, 2), (4, 2), (2, 4), (2, 0),
+                      (1, 1), (3, 1), (1, 3), (3, 3)], tf.int32)
+  pos = tf.random.stateless_uniform(
+      [], seed=seed_pos, maxval=grid.shape[0], dtype=tf.int32)
+  x = grid[pos, 0] * w_step
+  y = grid[pos, 1] * h_step
+  return tf.stack([y, x, crop_h, crop_w])
 
 
 def decode_frames(
@@ -134,14 +221,126 @@ def centre_crop(video: tf.Tensor, height: int, width: int) -> tf.Tensor:
   return video[:, y : y + height, x : x + width, :]
 
 
+def spatial_crops(video: tf.Tensor, size: int, num_crops: int) -> tf.Tensor:
+  """Test crops of `size` x `size`: [num_crops, T, size, size, C].
+
+  One crop is the centre. Three are spaced along the longer side (left,
+  centre, right of a landscape frame; top, centre, bottom of a portrait one)
+  and centred on the shorter side, as in PySlowFast's `uniform_crop` and
+  Scenic's three-crop test.
+
+  Args:
+    video: [T, H, W, C] with min(H, W) >= size.
+    size: crop side.
+    num_crops: 1 or 3.
+
+  Returns:
+    The crops, stacked on a new leading view axis.
+  """
+  if num_crops == 1:
+    return centre_crop(video, size, size)[None]
+  if num_crops != 3:
+    raise ValueError(f'num_test_crops must be 1 or 3, got {num_crops}')
+  shape = tf.shape(video)
+  h, w = shape[1], shape[2]
+  landscape = w >= h
+  long_slack = tf.where(landscape, w, h) - size
+  short_offset = (tf.where(landscape, h, w) - size) // 2
+  crops = []
+  for along in (0, long_slack // 2, long_slack):
+    y = tf.where(landscape, short_offset, along)
+    x = tf.where(landscape, along, short_offset)
+    crops.append(video[:, y : y + size, x : x + size, :])
+  return tf.stack(crops)
+
+
+def flip_left_right(video: tf.Tensor) -> tf.Tensor:
+  """Mirrors every frame; video is [..., H, W, C]."""
+  return tf.reverse(video, axis=[-2])
+
+
 def random_flip_left_right(video: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Mirrors the whole clip with probability 1/2.
 
   Not for datasets with left/right classes unless their labels are swapped
-  too (Something-Something, `moving_shapes`).
+  too (Something-Something, `moving_shapes`): see `random_flip_with_labels`.
   """
   flip = tf.random.stateless_uniform([], seed=seed) < 0.5
-  return tf.cond(flip, lambda: tf.reverse(video, axis=[2]), lambda: video)
+  return tf.cond(flip, lambda: flip_left_right(video), lambda: video)
+
+
+def label_swap_table(mapping, num_classes: int) -> tf.Tensor:
+  """int32 [num_classes]: class -> its mirror-image class (else itself).
+
+  Args:
+    mapping: {label: label} for classes that change under a horizontal flip,
+      e.g. {'pushing left to right': ...} by index. Need not list both
+      directions; a one-sided entry is made symmetric.
+    num_classes: size of the table.
+
+  Raises:
+    ValueError: a label out of range or mapped two ways.
+  """
+  table = list(range(num_classes))
+  pairs = {}
+  for a, b in dict(mapping).items():
+    a, b = int(a), int(b)
+    for label in (a, b):
+      if not 0 <= label < num_classes:
+        raise ValueError(f'flip_label_map: label {label} outside '
+                         f'[0, {num_classes})')
+    for x, y in ((a, b), (b, a)):
+      if pairs.get(x, y) != y:
+        raise ValueError(f'flip_label_map maps {x} to both {pairs[x]} and {y}')
+      pairs[x] = y
+  for x, y in pairs.items():
+    table[x] = y
+  return tf.constant(table, tf.int32)
+
+
+def random_flip_with_labels(
+    video: tf.Tensor,
+    label: tf.Tensor,
+    seed: tf.Tensor,
+    swap_table: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """Mirrors the clip with probability 1/2, mapping its label if flipped."""
+  flip = tf.random.stateless_uniform([], seed=seed) < 0.5
+  video = tf.cond(flip, lambda: flip_left_right(video), lambda: video)
+  if swap_table is not None:
+    mapped = tf.gather(swap_table, tf.cast(label, tf.int32))
+    label = tf.where(flip, tf.cast(mapped, label.dtype), label)
+  return video, label
+
+
+def color_jitter(video: tf.Tensor, seed: tf.Tensor, strength: float):
+  """Random brightness, contrast and saturation, one draw per clip.
+
+  Factors are drawn from [1 - strength, 1 + strength] (brightness as an
+  additive shift of up to `strength` / 4 of the range), as torchvision's
+  ColorJitter(b, c, s) does, and applied in that fixed order to all frames.
+
+  Args:
+    video: float [..., H, W, 3] in [0, 255].
+    seed: stateless seed, shape [2].
+    strength: 0 leaves the clip unchanged.
+
+  Returns:
+    float32, same shape, clipped to [0, 255].
+  """
+  seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  x = tf.cast(video, tf.float32) / 255.0
+  x = tf.image.stateless_random_brightness(x, strength / 4, seeds[0])
+  x = tf.image.stateless_random_contrast(x, 1 - strength, 1 + strength,
+                                         seeds[1])
+  x = tf.image.stateless_random_saturation(x, max(1 - strength, 0.0),
+                                           1 + strength, seeds[2])
+  return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def reverse_time(video: tf.Tensor) -> tf.Tensor:
+  """Plays the clip backwards; video is [..., T, H, W, C]."""
+  return tf.reverse(video, axis=[-4])
 
 
 def normalize(
