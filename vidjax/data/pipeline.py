@@ -22,7 +22,10 @@ Determinism and resuming (training):
     below), so `start_step=k` starts the stream at epoch `k*B // E` and skips
     `k*B % E` raw records (E: records per epoch in this process) before any
     parsing or decoding: the batches are exactly those at steps k, k+1, ... of
-    an uninterrupted run, at the cost of reading under one epoch of bytes.
+    an uninterrupted run, at the cost of reading under one epoch of bytes
+    (and decoding the `_RESUME_WARMUP` records before record k*B, so that a
+    skipped record there is replaced as it was; only a run of more skipped
+    records than that can differ).
 
 Bad input never stops a run, and nothing is dropped silently:
   * a record that cannot be parsed or whose sampled JPEGs cannot be decoded
@@ -72,6 +75,8 @@ from vidjax.errors import VidjaxError
 # Shards read concurrently while training. Fixed, not AUTOTUNE: the cycle
 # length changes the record order, which must not depend on the machine.
 _INTERLEAVE_CYCLE = 8
+# Records before a resume point processed to prime `_running_counts`.
+_RESUME_WARMUP = 8
 
 # Why a record was skipped; status code i + 1 is SKIP_REASONS[i], 0 is fine.
 SKIP_REASONS = ('undecodable', 'no_frames', 'bad_label')
@@ -453,7 +458,11 @@ def _report_skips(index, out):
                      tf.clip_by_value(out['status'], 0, len(SKIP_REASONS)))
 
   def report():
-    tf.print('vidjax: skipped record', index, out['filename'], ':', reason,
+    name = tf.where(out['filename'] == '', 'file name unknown',
+                    out['filename'])
+    tf.print(tf.strings.join(['vidjax: skipped record ',
+                              tf.strings.as_string(index), ' (', name, '): ',
+                              reason]),
              output_stream=sys.stderr)
     return tf.constant(True)
 
@@ -474,8 +483,13 @@ def _protected(fn, data_config, train):
   def one(index, clip_index, serialized):
     ok = tf.data.Dataset.from_tensors((index, clip_index, serialized)).map(
         fn).ignore_errors()
-    fallback = tf.data.Dataset.from_tensors(
-        _blank(data_config, train, _UNDECODABLE))
+    blank = _blank(data_config, train, _UNDECODABLE)
+    # Lazy: only built when `ok` came out empty. Recovers the file name for
+    # the log when the proto itself parses.
+    named = tf.data.Dataset.from_tensors(serialized).map(
+        lambda rec: {**blank, 'filename': formats.parse_sequence_example(
+            rec)['filename']}).ignore_errors()
+    fallback = named.concatenate(tf.data.Dataset.from_tensors(blank))
     return ok.concatenate(fallback).take(1).map(
         lambda out: {**_report_skips(index, out), 'index': index,
                      'clip': clip_index})
@@ -616,15 +630,20 @@ def _check_args(data_config, batch_size, start_step, process_index,
   normalization(data_config)  # Fails early on an unknown preset.
 
 
-def _running_counts(ds):
+def _running_counts(ds, warmup: int):
   """Adds 'counts': running totals of COUNT_NAMES, and replaces skipped
-  examples by the previous good one (see the module docstring)."""
+  examples by the previous good one (see the module docstring).
+
+  The first `warmup` examples only prime the previous good example (the
+  caller drops them), so a resumed stream repeats the same example an
+  uninterrupted one did.
+  """
   n = len(COUNT_NAMES)
 
   def step(state, ex):
-    counts, last, have_last = state
+    counts, last, have_last, pos = state
     status = ex['status']
-    counts += tf.concat([
+    counts += tf.cast(pos >= warmup, tf.int64) * tf.concat([
         tf.one_hot(status - 1, len(SKIP_REASONS), dtype=tf.int64),
         [tf.cast(ex['padded'] & (status == 0), tf.int64)]], 0)
     good = status == 0
@@ -635,14 +654,15 @@ def _running_counts(ds):
     out = {k: tf.where(good, fresh[k], if_bad[k]) for k in fresh}
     new_last = {k: tf.where(good, fresh[k], last[k])
                 for k in ('video', 'label')}
-    return (counts, new_last, have_last | good), {**out, 'counts': counts}
+    return ((counts, new_last, have_last | good, pos + 1),
+            {**out, 'counts': counts})
 
   spec = ds.element_spec
   init = (tf.zeros([n], tf.int64),
           {'video': tf.zeros(spec['video'].shape, tf.float32),
            'label': tf.constant(0, tf.int32)},
-          tf.constant(False))
-  return ds.scan(init, step)
+          tf.constant(False), tf.constant(0, tf.int64))
+  return ds.scan(init, step).skip(warmup)
 
 
 def build_dataset(
@@ -700,17 +720,20 @@ def build_dataset(
   parallel = dict(cycle_length=tf.data.AUTOTUNE, block_length=1,
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if train:
+    # A resumed stream also processes a few records before its start, to
+    # know the good example a skipped record there would repeat.
+    warmup = min(start_step * batch_size, _RESUME_WARMUP)
     records = _train_records(
         shards,
         seed=seed,
         process_index=process_index,
         process_count=process_count,
         shuffle_buffer=data_config.shuffle_buffer,
-        start=start_step * batch_size,
+        start=start_step * batch_size - warmup,
     )
     ds = records.map(lambda i, rec: (i, tf.constant(0, tf.int64), rec))
     ds = ds.interleave(_protected(process, data_config, train), **parallel)
-    ds = _running_counts(ds)
+    ds = _running_counts(ds, warmup)
   else:
     clips, crops = data_config.num_test_clips, data_config.num_test_crops
     records = _eval_records(shards, process_index, process_count)
