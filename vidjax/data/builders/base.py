@@ -123,8 +123,11 @@ class DmvrBuilder(tfds.core.DatasetBuilder):
   # ---------------------------------------------------------------------------
 
   @abc.abstractmethod
-  def _class_names(self) -> Sequence[str]:
-    """The fixed, ordered class list; `clip/label/index` indexes into it."""
+  def _class_names(self) -> Sequence[str] | None:
+    """The fixed, ordered class list; `clip/label/index` indexes into it.
+
+    None when it is only known once the source is read (see `RawVideoBuilder`).
+    """
 
   @abc.abstractmethod
   def _split_generators(
@@ -160,12 +163,20 @@ class DmvrBuilder(tfds.core.DatasetBuilder):
   # TFDS hooks.
   # ---------------------------------------------------------------------------
 
+  def _label_feature(self) -> tfds.features.ClassLabel:
+    names = self._class_names()
+    if names is None:
+      # Builders that learn their classes while preparing (from annotation
+      # files) set them then; prepared datasets load label.labels.txt.
+      return tfds.features.ClassLabel()
+    return tfds.features.ClassLabel(names=list(names))
+
   def _info(self) -> tfds.core.DatasetInfo:
     features = tfds.features.FeaturesDict({
         'video': tfds.features.Video(
             shape=(None, None, None, 3), encoding_format='jpeg'
         ),
-        'label': tfds.features.ClassLabel(names=list(self._class_names())),
+        'label': self._label_feature(),
         'label_text': tfds.features.Text(),
         'filename': tfds.features.Text(),
     })
