@@ -89,3 +89,30 @@ def write_json(path, obj):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w', encoding='utf-8') as f:
     json.dump(obj, f)
+
+
+def read_records(paths):
+  """Records parsed with the plain protobuf API and Pillow, not our parser."""
+  # pylint: disable=g-import-not-at-top
+  import io
+  from PIL import Image
+  import tensorflow as tf
+
+  out = []
+  for path in paths:
+    for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      seq = tf.train.SequenceExample.FromString(raw)
+      ctx = seq.context.feature
+      frames = np.stack([
+          np.asarray(Image.open(io.BytesIO(f.bytes_list.value[0])))
+          for f in seq.feature_lists.feature_list['image/encoded'].feature
+      ])
+      out.append(dict(
+          label=ctx['clip/label/index'].int64_list.value[0],
+          text=ctx['clip/label/text'].bytes_list.value[0].decode(),
+          filename=ctx['video/filename'].bytes_list.value[0].decode(),
+          start_us=ctx['clip/start/timestamp'].int64_list.value[0],
+          end_us=ctx['clip/end/timestamp'].int64_list.value[0],
+          frames=frames,
+      ))
+  return out
