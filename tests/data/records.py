@@ -18,7 +18,7 @@ HEIGHT, WIDTH = 24, 32
 
 
 def frame_level(video: int, t: int) -> int:
-  return 40 + 8 * t + video % 3  # < 255 for t < 26.
+  return 30 + 7 * t + video % 3  # < 255 for t < 32.
 
 
 def frame(video: int, t: int, height=HEIGHT, width=WIDTH) -> np.ndarray:

@@ -182,7 +182,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           rngs={'dropout': dropout_rng})
       per_example = losses.softmax_cross_entropy(
           logits, batch['label'], config.label_smoothing)
-      return jnp.mean(per_example), (logits, per_example, new_vars)
+      # Masked: only a stream starting on a skipped record has mask 0 rows.
+      loss = (jnp.sum(per_example * batch['mask'])
+              / jnp.maximum(jnp.sum(batch['mask']), 1.0))
+      return loss, (logits, per_example, new_vars)
 
     grads, (logits, per_example, new_vars) = jax.grad(
         loss_fn, has_aux=True)(state.params)
@@ -223,9 +226,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       start_step=start_step, process_index=jax.process_index(),
       process_count=n_proc).as_numpy_iterator()
   step = start_step
+  input_counts = None  # Running totals of skipped/padded training records.
   try:
     while step < total_steps:
-      batch = mesh_lib.to_global_batch(next(train_iter), mesh)
+      local = next(train_iter)
+      input_counts = local.pop('counts')[-1]
+      batch = mesh_lib.to_global_batch(local, mesh)
       state, sums = train_step(state, batch, rng)
       interval.append(sums)
       step += 1
@@ -256,11 +262,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # -------------------------------------------------------------- Eval.
   results = evaluate.evaluate(model, state, config, mesh, meta)
   results['step'] = step
+  results['train_input'] = evaluate.input_counts(input_counts)
   writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
                               if k in ('top1', 'top5', 'loss')})
   writer.flush()
   if is_chief:
     write_json(os.path.join(workdir, 'eval_results.json'), results)
+    print(evaluate.summary(results), flush=True)
     if history:
       report.plot_curves(history, os.path.join(workdir, 'curves.png'))
   manager.close()
