@@ -83,3 +83,73 @@ def test_works_in_graph_mode_with_dynamic_length():
 
   assert f(tf.constant(10)).numpy().tolist() == [1, 3, 5, 7]
   assert f(tf.constant(5)).numpy().tolist() == [0, 2, 4, 4]
+
+
+# -----------------------------------------------------------------------------
+# Multi-clip testing and TSN segments (hand-computed indices).
+# -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    'num_available,num_frames,stride,num_clips,expected',
+    [
+        # span 7, slack 23: starts floor((2k+1) * 23 / 6) = 3, 11, 19.
+        (30, 4, 2, 3, [[3, 5, 7, 9], [11, 13, 15, 17], [19, 21, 23, 25]]),
+        # slack 23, two clips: floor(23/4) = 5, floor(69/4) = 17.
+        (30, 4, 2, 2, [[5, 7, 9, 11], [17, 19, 21, 23]]),
+        # One clip is the centred clip: slack 3 -> start 1.
+        (10, 4, 2, 1, [[1, 3, 5, 7]]),
+        # No slack: every clip is the same, clamped.
+        (5, 4, 2, 3, [[0, 2, 4, 4]] * 3),
+        # slack 9, stride 1, four clips: floor(9/8, 27/8, 45/8, 63/8).
+        (12, 3, 1, 4, [[1, 2, 3], [3, 4, 5], [5, 6, 7], [7, 8, 9]]),
+    ],
+)
+def test_multi_clip_eval_indices(num_available, num_frames, stride, num_clips,
+                                 expected):
+  got = [sampling.sample_eval_indices(num_available, num_frames, stride, k,
+                                      num_clips).numpy().tolist()
+         for k in range(num_clips)]
+  assert got == expected
+
+
+@pytest.mark.parametrize(
+    'num_available,num_segments,num_clips,expected',
+    [
+        # tick 2.5: int(1.25 + 2.5 i) (TSN's test rule).
+        (10, 4, 1, [[1, 3, 6, 8]]),
+        # tick 0.75: int(0.375 + 0.75 i); fewer frames than segments.
+        (3, 4, 1, [[0, 1, 1, 2]]),
+        # Two clips at 1/4 and 3/4 of each segment: 0.625 + 2.5 i and
+        # 1.875 + 2.5 i.
+        (10, 4, 2, [[0, 3, 5, 8], [1, 4, 6, 9]]),
+        # tick 8: centres 4, 12, 20.
+        (24, 3, 1, [[4, 12, 20]]),
+        (1, 3, 1, [[0, 0, 0]]),
+    ],
+)
+def test_eval_segments(num_available, num_segments, num_clips, expected):
+  got = [sampling.sample_eval_segments(num_available, num_segments, k,
+                                       num_clips).numpy().tolist()
+         for k in range(num_clips)]
+  assert got == expected
+
+
+def test_train_segments_draw_within_each_segment():
+  # 10 frames, 4 segments of 10 // 4 = 2 frames: {0,1} {2,3} {4,5} {6,7}.
+  draws = np.array([
+      sampling.sample_train_segments(10, 4, _seed(i)).numpy()
+      for i in range(100)])
+  for s in range(4):
+    assert set(draws[:, s]) == {2 * s, 2 * s + 1}
+  assert len({tuple(d) for d in draws}) > 8  # Segments draw independently.
+  np.testing.assert_array_equal(
+      sampling.sample_train_segments(10, 4, _seed(3)),
+      sampling.sample_train_segments(10, 4, _seed(3)))
+
+
+def test_train_segments_of_short_video_keep_order():
+  # 3 frames, 4 segments: floor(i * 3 / 4) = 0, 0, 1, 2 whatever the seed.
+  for i in range(10):
+    assert sampling.sample_train_segments(
+        3, 4, _seed(i)).numpy().tolist() == [0, 0, 1, 2]

@@ -328,6 +328,8 @@ def color_jitter(video: tf.Tensor, seed: tf.Tensor, strength: float):
   Returns:
     float32, same shape, clipped to [0, 255].
   """
+  if strength <= 0:
+    return tf.cast(video, tf.float32)
   seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   x = tf.cast(video, tf.float32) / 255.0
   x = tf.image.stateless_random_brightness(x, strength / 4, seeds[0])
