@@ -200,7 +200,9 @@ def parse_flags(argv):
 
 
 def run():
-  logging.set_verbosity(logging.WARNING)
+  # TFDS's info/warning lines (variant folders, custom configs) would bury
+  # the progress line and the one-line errors; our notes go to the summary.
+  logging.set_verbosity(logging.ERROR)
   app.run(main, flags_parser=parse_flags)
 
 

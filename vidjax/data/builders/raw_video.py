@@ -9,11 +9,13 @@ this module does the rest:
   class-sorted annotation files end up mixed across and within shards) and cut
   into shards of `videos_per_shard`. The plan is fixed by the annotation
   files and the builder config alone, and saved as `plan.json`.
-* **Parallel conversion.** Each shard is one job for a pool of `workers`
-  processes (spawned, each decoding with one FFmpeg thread): decode with
-  `video_io.decode_video` at the config's fps and short side, JPEG-encode,
-  write SequenceExamples with `tf.io.TFRecordWriter`. A progress line shows
-  videos done, rate and ETA.
+* **Parallel conversion.** A pool of `workers` processes (spawned, each
+  decoding with one FFmpeg thread) runs `video_worker.convert_video` per
+  video: decode with `video_io.decode_video` at the config's fps and short
+  side, JPEG-encode, serialize the SequenceExample. Workers import neither
+  TensorFlow nor TFDS (fast start, ~40 MB each); this process receives the
+  records in plan order and writes each shard with `tf.io.TFRecordWriter`.
+  A progress line shows videos done, rate and ETA.
 * **Resumable.** Shards are written into a work directory outside TFDS's
   temporary directory (TFDS deletes that one when a run fails): first as
   `*.tmp`, renamed when complete, then a per-shard JSON of the results is
@@ -52,12 +54,13 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging as absl_logging
 import tensorflow_datasets as tfds
 
+from vidjax.data import video_worker
 from vidjax.data.builders import base
 from vidjax.errors import VidjaxError
 
@@ -66,7 +69,8 @@ MANIFEST_FIELDS = (
     'split', 'key', 'video', 'label', 'label_text', 'status', 'reason',
     'num_frames', 'duration_s', 'source_fps', 'shard',
 )
-OK, MISSING, UNDECODABLE = 'ok', 'missing', 'undecodable'
+OK, MISSING, UNDECODABLE = (video_worker.OK, video_worker.MISSING,
+                            video_worker.UNDECODABLE)
 STATUSES = (OK, MISSING, UNDECODABLE)
 
 # Video file extensions looked for under manual_dir.
@@ -86,32 +90,7 @@ class _QuietCustomConfig(std_logging.Filter):
 absl_logging.get_absl_logger().addFilter(_QuietCustomConfig())
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoTask:
-  """One video to convert.
-
-  Attributes:
-    key: unique within the split; orders the shards and names the manifest
-      row.
-    path: the video file, or None when it was not found.
-    filename: stored as `video/filename`: the path relative to manual_dir, or
-      the expected file name when missing.
-    label: class id, or `formats.MISSING_LABEL` (-1) when unlabelled.
-    label_text: class name ('' when unlabelled).
-    start_s, end_s: time window to cut from the file (None: whole file).
-    time_offset_s: where the file's time 0 lies in the original video
-      (Kinetics clips cut from YouTube videos); added to the stored
-      `clip/start|end/timestamp`.
-  """
-
-  key: str
-  path: str | None
-  filename: str
-  label: int
-  label_text: str
-  start_s: float | None = None
-  end_s: float | None = None
-  time_offset_s: float = 0.0
+VideoTask = video_worker.VideoTask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +103,7 @@ class ShardJob:
   tasks: tuple[VideoTask, ...]
   tfrecord_path: str
   results_path: str
-  fps: float | None
-  short_side: int | None
-  jpeg_quality: int
-  decode_threads: int | None
+  settings: video_worker.Settings
 
 
 @dataclasses.dataclass(eq=False)
@@ -213,72 +189,6 @@ def _order_key(split: str, key: str) -> bytes:
   return hashlib.blake2b(f'{split}\0{key}'.encode(), digest_size=16).digest()
 
 
-# -----------------------------------------------------------------------------
-# The worker: one shard, in whichever process runs it.
-# -----------------------------------------------------------------------------
-
-# Called with 1 after each video: set per process (pool worker or parent).
-_progress_hook: Callable[[int], None] | None = None
-
-
-def _init_worker(counter):
-  global _progress_hook
-
-  def hook(n):
-    with counter.get_lock():
-      counter.value += n
-
-  _progress_hook = hook
-  # Ctrl-C goes to the whole process group; the parent decides what to do.
-  import signal  # pylint: disable=g-import-not-at-top
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _convert_one(task: VideoTask, job: ShardJob):
-  """(serialized record or None, manifest row) for one video."""
-  # pylint: disable=g-import-not-at-top
-  from vidjax.data import formats
-  from vidjax.data import video_io
-
-  row = {
-      'split': job.split, 'key': task.key, 'video': task.filename,
-      'label': task.label, 'label_text': task.label_text, 'status': OK,
-      'reason': '', 'num_frames': 0, 'duration_s': '', 'source_fps': '',
-      'shard': job.index,
-  }
-  if task.path is None:
-    row.update(status=MISSING, reason='file not found')
-    return None, row
-  try:
-    frames, info = video_io.decode_video(
-        task.path, fps=job.fps, short_side=job.short_side,
-        start_s=task.start_s, end_s=task.end_s, threads=job.decode_threads,
-    )
-    jpegs = [formats.encode_jpeg(f, job.jpeg_quality) for f in frames]
-  except video_io.VideoNotFoundError as e:
-    row.update(status=MISSING, reason=e.reason)
-    return None, row
-  except video_io.VideoError as e:
-    row.update(status=UNDECODABLE, reason=e.reason)
-    return None, row
-  except Exception as e:  # pylint: disable=broad-except
-    # One odd file must not end a day-long conversion; it is recorded.
-    row.update(status=UNDECODABLE,
-               reason=f'{type(e).__name__}: {" ".join(str(e).split())}')
-    return None, row
-  record = formats.make_sequence_example(
-      encoded_frames=jpegs,
-      label=task.label,
-      label_text=task.label_text,
-      filename=task.filename,
-      start_timestamp_us=round((task.time_offset_s + info.start_s) * 1e6),
-      end_timestamp_us=round((task.time_offset_s + info.end_s) * 1e6),
-  ).SerializeToString()
-  row.update(num_frames=len(frames), duration_s=round(info.duration_s, 4),
-             source_fps=round(info.source_fps, 4))
-  return record, row
-
-
 def _atomic_write_text(path: str, text: str):
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w', encoding='utf-8') as f:
@@ -286,29 +196,6 @@ def _atomic_write_text(path: str, text: str):
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
-
-
-def convert_shard(job: ShardJob) -> list[dict[str, Any]]:
-  """Converts one shard's videos; returns its manifest rows.
-
-  The TFRecord is renamed into place only when complete, and the results
-  JSON (the "finished" mark) only after that.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  rows = []
-  tmp = f'{job.tfrecord_path}.tmp{os.getpid()}'
-  with tf.io.TFRecordWriter(tmp) as writer:
-    for task in job.tasks:
-      record, row = _convert_one(task, job)
-      if record is not None:
-        writer.write(record)
-      rows.append(row)
-      if _progress_hook is not None:
-        _progress_hook(1)
-  os.replace(tmp, job.tfrecord_path)
-  _atomic_write_text(job.results_path, json.dumps(rows))
-  return rows
 
 
 # -----------------------------------------------------------------------------
@@ -525,6 +412,11 @@ class RawVideoBuilder(base.DmvrBuilder):
         os.remove(os.path.join(work_dir, name))
 
     cfg = self.builder_config
+    settings = video_worker.Settings(
+        fps=cfg.fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality,
+        # One FFmpeg thread per process when there is a process per core.
+        decode_threads=1 if self.workers > 1 else None,
+    )
     jobs = []
     for split, shards in plan.items():
       for i, shard in enumerate(shards):
@@ -532,9 +424,7 @@ class RawVideoBuilder(base.DmvrBuilder):
         jobs.append(ShardJob(
             split=split, index=i, num_shards=len(shards), tasks=tuple(shard),
             tfrecord_path=stem + '.tfrecord', results_path=stem + '.json',
-            fps=cfg.fps, short_side=cfg.short_side,
-            jpeg_quality=cfg.jpeg_quality,
-            decode_threads=1 if self.workers > 1 else None,
+            settings=settings,
         ))
     done = [j for j in jobs if os.path.exists(j.results_path)
             and os.path.exists(j.tfrecord_path)]
@@ -553,53 +443,45 @@ class RawVideoBuilder(base.DmvrBuilder):
     self._assemble(plan, jobs, results)
 
   def _run_jobs(self, jobs: list[ShardJob], progress: _Progress | None):
-    if not jobs:
-      if progress:
-        progress.update(0, final=True)
-      return
-    workers = min(self.workers, len(jobs))
+    """Converts the videos of `jobs`, writing each shard as it completes."""
+    items = ((task, job.settings, job.split, job.index)
+             for job in jobs for task in job.tasks)
+    num_videos = sum(len(j.tasks) for j in jobs)
+    workers = min(self.workers, num_videos)
     if workers <= 1:
-      self._run_in_process(jobs, progress)
+      self._write_shards(jobs, map(video_worker.convert_video, items),
+                         progress)
       return
+    # Spawned, not forked: the parent has TensorFlow's threads running.
     ctx = multiprocessing.get_context('spawn')
-    counter = ctx.Value('q', 0)
-    with ctx.Pool(workers, initializer=_init_worker,
-                  initargs=(counter,)) as pool:
-      results = pool.imap_unordered(convert_shard, jobs)
-      remaining = len(jobs)
-      while remaining:
-        try:
-          results.next(timeout=0.5)
-          remaining -= 1
-        except multiprocessing.TimeoutError:
-          pass
-        if progress:
-          progress.update(counter.value)
-        if self.interrupt_after is not None and (
-            counter.value >= self.interrupt_after):
-          raise KeyboardInterrupt
-    if progress:
-      progress.update(counter.value, final=True)
+    with ctx.Pool(workers, initializer=video_worker.init_worker) as pool:
+      # In order, so each shard is written front to back as its videos
+      # arrive; chunksize 1 keeps a slow video from holding up a batch.
+      results = pool.imap(video_worker.convert_video, items, chunksize=1)
+      self._write_shards(jobs, results, progress)
 
-  def _run_in_process(self, jobs, progress):
-    global _progress_hook
+  def _write_shards(self, jobs, results, progress):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     count = 0
-    limit = self.interrupt_after
-
-    def hook(n):
-      nonlocal count
-      count += n
-      if progress:
-        progress.update(count)
-      if limit is not None and count >= limit:
-        raise KeyboardInterrupt
-
-    previous, _progress_hook = _progress_hook, hook
-    try:
-      for job in jobs:
-        convert_shard(job)
-    finally:
-      _progress_hook = previous
+    for job in jobs:
+      rows = []
+      tmp = f'{job.tfrecord_path}.tmp{os.getpid()}'
+      with tf.io.TFRecordWriter(tmp) as writer:
+        for _ in job.tasks:
+          record, row = next(results)
+          if record is not None:
+            writer.write(record)
+          rows.append(row)
+          count += 1
+          if progress:
+            progress.update(count)
+          if self.interrupt_after is not None and count >= self.interrupt_after:
+            raise KeyboardInterrupt
+      # The shard is complete only once renamed, and counted as finished
+      # only once its results are written too.
+      os.replace(tmp, job.tfrecord_path)
+      _atomic_write_text(job.results_path, json.dumps(rows))
     if progress:
       progress.update(count, final=True)
 
