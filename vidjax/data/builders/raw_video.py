@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import abc
 import collections
+import concurrent.futures
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging as std_logging
 import multiprocessing
@@ -453,12 +455,35 @@ class RawVideoBuilder(base.DmvrBuilder):
                          progress)
       return
     # Spawned, not forked: the parent has TensorFlow's threads running.
-    ctx = multiprocessing.get_context('spawn')
-    with ctx.Pool(workers, initializer=video_worker.init_worker) as pool:
-      # In order, so each shard is written front to back as its videos
-      # arrive; chunksize 1 keeps a slow video from holding up a batch.
-      results = pool.imap(video_worker.convert_video, items, chunksize=1)
-      self._write_shards(jobs, results, progress)
+    # ProcessPoolExecutor rather than Pool: a worker that dies (e.g. a
+    # script without an `if __name__ == '__main__'` guard, re-run by every
+    # spawned child) breaks the pool with an error instead of a silent hang.
+    executor = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context('spawn'),
+        initializer=video_worker.init_worker)
+
+    def in_order():
+      # A bounded window of submitted videos, consumed in plan order, so
+      # each shard is written front to back and memory stays bounded.
+      window = collections.deque()
+      for item in itertools.islice(items, 4 * workers):
+        window.append(executor.submit(video_worker.convert_video, item))
+      while window:
+        result = window.popleft().result()
+        for item in itertools.islice(items, 1):
+          window.append(executor.submit(video_worker.convert_video, item))
+        yield result
+
+    try:
+      self._write_shards(jobs, in_order(), progress)
+    except concurrent.futures.process.BrokenProcessPool as e:
+      raise VidjaxError(
+          f'{self.name}: a conversion worker process died ({e}); when '
+          "preparing from a script, put the call under `if __name__ == "
+          "'__main__':` (workers are spawned and import the main module)"
+      ) from e
+    finally:
+      executor.shutdown(wait=True, cancel_futures=True)
 
   def _write_shards(self, jobs, results, progress):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
