@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vidjax.layers import conv as conv_lib
+from vidjax.layers import pool as pool_lib
 from vidjax.layers.gating import SelfGating
 
 # Branch widths (b0, b1a, b1b, b2a, b2b, b3) per Inception block.
@@ -55,7 +56,7 @@ def parse_schedule_entry(entry: str) -> tuple[str, bool]:
 
 def max_pool(x, window, strides, padding):
   pads = conv_lib.explicit_padding(padding, x.shape[1:4], window, strides)
-  return nn.max_pool(x, window, strides, padding=pads)
+  return pool_lib.max_pool(x, window, strides, pads)
 
 
 class InceptionBlock(nn.Module):
