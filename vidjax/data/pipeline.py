@@ -484,13 +484,14 @@ def _protected(fn, data_config, train):
   def one(index, clip_index, serialized):
     ok = tf.data.Dataset.from_tensors((index, clip_index, serialized)).map(
         fn).ignore_errors()
-    blank = _blank(data_config, train, _UNDECODABLE)
-    # Lazy: only built when `ok` came out empty. Recovers the file name for
-    # the log when the proto itself parses.
+    # Built lazily, inside maps: a blank clip is tens of MB of zeros, which
+    # must not be filled for every good record. `named` recovers the file
+    # name for the log when the proto itself parses.
+    blank = lambda *_: _blank(data_config, train, _UNDECODABLE)
     named = tf.data.Dataset.from_tensors(serialized).map(
-        lambda rec: {**blank, 'filename': formats.parse_sequence_example(
+        lambda rec: {**blank(), 'filename': formats.parse_sequence_example(
             rec)['filename']}).ignore_errors()
-    fallback = named.concatenate(tf.data.Dataset.from_tensors(blank))
+    fallback = named.concatenate(tf.data.Dataset.range(1).map(blank))
     return ok.concatenate(fallback).take(1).map(
         lambda out: {**_report_skips(index, out), 'index': index,
                      'clip': clip_index})

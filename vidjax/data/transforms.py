@@ -360,7 +360,20 @@ def normalize(
     video: tf.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> tf.Tensor:
   """Scales [0, 255] pixels to [0, 1], then `(x - mean) / std` per channel."""
-  # One multiply-add per pixel instead of three passes over the clip.
-  scale = tf.constant([1 / (255.0 * s) for s in std], tf.float32)
-  offset = tf.constant([-m / s for m, s in zip(mean, std)], tf.float32)
-  return tf.cast(video, tf.float32) * scale + offset
+  scale = [1 / (255.0 * s) for s in std]
+  offset = [-m / s for m, s in zip(mean, std)]
+  video = tf.cast(video, tf.float32)
+  # Host cost matters here (a 64x224² clip is 9.6M values): a multiply-add
+  # by scalars is ~10x cheaper than by [3]-vectors, which Eigen broadcasts
+  # slowly over the short last axis.
+  if len(set(scale)) == 1 and len(set(offset)) == 1:
+    return video * scale[0] + offset[0]
+  # Per-channel constants: broadcast them over a long (width * channels)
+  # axis instead, ~2x faster than over the channel axis.
+  shape = tf.shape(video)
+  row = shape[-2] * shape[-1]
+  flat = tf.reshape(video, [-1, row])
+  reps = [shape[-2]]
+  flat = (flat * tf.tile(tf.constant(scale, tf.float32), reps)
+          + tf.tile(tf.constant(offset, tf.float32), reps))
+  return tf.ensure_shape(tf.reshape(flat, shape), video.shape)
