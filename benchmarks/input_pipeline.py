@@ -136,7 +136,8 @@ def _encode_mp4(path, frames, fps):
 # -----------------------------------------------------------------------------
 
 
-def vidjax_batches(directory, num_frames, stride, batch, one_thread):
+def vidjax_batches(directory, num_frames, stride, batch, one_thread,
+                   segments=False):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from configs import kinetics400_s3dg  # pylint: disable=g-import-not-at-top
   from vidjax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -146,6 +147,11 @@ def vidjax_batches(directory, num_frames, stride, batch, one_thread):
   data.num_classes = 4
   data.num_frames, data.frame_stride = num_frames, stride
   data.shuffle_buffer = 16
+  if segments:  # TSN/TSM: multi-scale crops, ImageNet normalisation.
+    swap = {'sample_dense': 'sample_segments', 'crop_random':
+            'crop_multi_scale'}
+    data.train_steps = tuple(swap.get(x, x) for x in data.train_steps)
+    data.normalization = 'imagenet'
   ds = pipeline.build_dataset(data, 'train', train=True, batch_size=batch)
   if one_thread:
     options = tf.data.Options()
@@ -260,45 +266,61 @@ def main(argv):
           f'{mp4_mb:.2f} MB, TFRecord (JPEG q90) {rec_mb:.2f} MB', flush=True)
     rows = []
     for frames, stride in SETTINGS:
-      row = {'clip': f'{frames}x{CROP}², stride {stride}'}
-      for one_thread in (False, True):
-        jx = measure(vidjax_batches(directory, frames, stride, _BATCH.value,
-                                    one_thread), _CLIPS.value, _BATCH.value)
-        pt = measure(torch_batches(mp4s, frames, stride, _BATCH.value,
-                                   one_thread), _CLIPS.value, _BATCH.value)
+      clip = f'{frames}x{CROP}², stride {stride}'
+      r = {}
+      for one_thread in (True, False):
         key = '1 thread' if one_thread else 'default threads'
-        row[key] = (jx, pt)
-        print(f'{row["clip"]}, {key}: vidjax {jx[0]:.2f} clips/CPU-s '
-              f'({jx[1]:.2f}/s wall), PyAV {pt[0]:.2f} clips/CPU-s '
-              f'({pt[1]:.2f}/s wall)', flush=True)
-      rows.append((frames, row))
+        r['vidjax', key] = measure(vidjax_batches(
+            directory, frames, stride, _BATCH.value, one_thread),
+                                   _CLIPS.value, _BATCH.value)
+        r['pyav', key] = measure(torch_batches(
+            mp4s, frames, stride, _BATCH.value, one_thread),
+                                 _CLIPS.value, _BATCH.value)
+        print(f'{clip}, {key}: vidjax {r["vidjax", key][0]:.2f} clips/CPU-s '
+              f'({r["vidjax", key][1]:.2f}/s wall), PyAV '
+              f'{r["pyav", key][0]:.2f} clips/CPU-s '
+              f'({r["pyav", key][1]:.2f}/s wall)', flush=True)
+      rows.append((frames, clip, r))
+    # TSN/TSM clips (8 segments over the whole video), vidjax only: the
+    # cores estimate for TSM-R50 below.
+    tsn = measure(vidjax_batches(directory, 8, 1, _BATCH.value, True,
+                                 segments=True), _CLIPS.value, _BATCH.value)
 
-    print('\n| clip | vidjax clips/s per core | PyAV mp4 clips/s per core | '
-          'ratio | vidjax 1 thread, wall clips/s | PyAV 1 thread, wall '
-          'clips/s | ratio |')
-    print('|---|---|---|---|---|---|---|')
+    print('\nClips per second per core (clips / CPU-second of the process, '
+          'all threads); "best" takes each side at its better thread '
+          'setting.')
+    print('| clip | vidjax, 1 thread | vidjax, default threads | PyAV mp4, 1 '
+          'thread | PyAV mp4, default threads | ratio, best vs best |')
+    print('|---|---|---|---|---|---|')
     per_core = {}
-    for frames, row in rows:
-      (jx, pt), (jx1, pt1) = row['default threads'], row['1 thread']
-      per_core[frames] = jx[0]
-      print(f'| {row["clip"]} | {jx[0]:.2f} | {pt[0]:.2f} | '
-            f'{jx[0] / pt[0]:.2f}x | {jx1[1]:.2f} | {pt1[1]:.2f} | '
-            f'{jx1[1] / pt1[1]:.2f}x |')
+    for frames, clip, r in rows:
+      best_jx = max(r['vidjax', k][0] for k in ('1 thread', 'default threads'))
+      best_pt = max(r['pyav', k][0] for k in ('1 thread', 'default threads'))
+      per_core[frames] = best_jx
+      print(f'| {clip} | {r["vidjax", "1 thread"][0]:.2f} | '
+            f'{r["vidjax", "default threads"][0]:.2f} | '
+            f'{r["pyav", "1 thread"][0]:.2f} | '
+            f'{r["pyav", "default threads"][0]:.2f} | '
+            f'{best_jx / best_pt:.2f}x |')
+    print(f'| 8x{CROP}² TSN segments (vidjax only) | {tsn[0]:.2f} | | | | |')
 
-    print('\nHost cores to feed a TPU v5e-8 (S3D-G, training = 3x forward, '
-          'bf16 peak 197 TFLOP/s per chip, 40% MFU):')
+    print('\nHost cores to feed a TPU v5e-8: training = 3x forward FLOPs, '
+          '1 MAC = 2 FLOPs, bf16 peak 197 TFLOP/s per chip, 40% MFU.')
     print('| model | G MACs/clip (fwd) | train TFLOP/clip | clips/s per '
           'chip | clips/s per host (8 chips) | vidjax clips/s per core | '
           'cores |')
     print('|---|---|---|---|---|---|---|')
-    for frames, _ in SETTINGS:
-      gmacs = s3dg_gmacs(frames)
+    models = [(f'S3D-G {f}x{CROP}²', s3dg_gmacs(f), per_core[f])
+              for f, _ in SETTINGS]
+    # vidjax has no ResNet yet: REFERENCES.md's fvcore count.
+    models.append((f'TSM-R50 8x{CROP}² (32.70 G MACs, published)', 32.70,
+                   tsn[0]))
+    for name, gmacs, rate in models:
       train_tflop = 3 * 2 * gmacs / 1e3
       per_chip = 197 * 0.40 / train_tflop
       per_host = 8 * per_chip
-      print(f'| S3D-G {frames}x{CROP}² | {gmacs:.2f} | {train_tflop:.3f} | '
-            f'{per_chip:.0f} | {per_host:.0f} | {per_core[frames]:.2f} | '
-            f'{per_host / per_core[frames]:.0f} |')
+      print(f'| {name} | {gmacs:.2f} | {train_tflop:.3f} | {per_chip:.0f} | '
+            f'{per_host:.0f} | {rate:.2f} | {per_host / rate:.0f} |')
   finally:
     if not _KEEP.value:
       shutil.rmtree(directory, ignore_errors=True)
