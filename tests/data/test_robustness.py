@@ -171,3 +171,19 @@ def test_good_record_values(bad_dir):
     if reverse:
       expected = expected[::-1]
     np.testing.assert_allclose(short[:, 8, 12, 0], expected, atol=3 / 255)
+
+
+def test_one_truncated_jpeg_is_undecodable(tmp_path):
+  """Half of one sampled frame's JPEG bytes: the record is skipped."""
+  frames = [R.jpeg(R.frame(9, t)) for t in range(12)]
+  frames[4] = frames[4][: len(frames[4]) // 2]  # The centred clip uses 4.
+  from vidjax.data import formats  # pylint: disable=g-import-not-at-top
+  bad = formats.make_sequence_example(
+      encoded_frames=frames, label=1, label_text='x',
+      filename='half.mp4').SerializeToString()
+  R.write_shards(str(tmp_path), 'val', [R.record(0, 12, 0), bad], 1)
+  out = _collect(pipeline.build_dataset(
+      R.data_config(eval_pattern=str(tmp_path / 'val-*')), 'validation',
+      train=False, batch_size=2))
+  np.testing.assert_array_equal(out['status'], [0, UNDECODABLE])
+  np.testing.assert_array_equal(out['mask'], [1, 0])
