@@ -4,7 +4,6 @@
 User errors print one line (`--verbose` shows the traceback) and exit 1.
 """
 import os
-import sys
 
 # Before TensorFlow loads (configs import the data pipeline): its oneDNN
 # banner and C++ info logs would bury our one-line errors. TF only decodes
@@ -17,6 +16,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vidjax import cli
 from vidjax.errors import VidjaxError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -75,21 +75,12 @@ def fail(error: BaseException, verbose: bool):
     message = f"unknown config key '{str(cause).strip(chr(34) + chr(39))}'"
   else:
     message = ' '.join(str(cause).split())
-  print(f'vidjax: error: {message}', file=sys.stderr)
-  sys.exit(1)
-
-
-def parse_flags(argv):
-  """absl's parser, but a bad flag or config is one line, not a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    fail(e, verbose='--verbose' in argv)
+  cli.exit_with_error(message)
 
 
 def run():
   logging.set_verbosity(logging.WARNING)
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(fail))
 
 
 if __name__ == '__main__':

@@ -7,7 +7,6 @@ prints one `vidjax: error: ...` line (`--verbose` shows the traceback) and
 exits 1.
 """
 import os
-import sys
 
 # Before TensorFlow or XLA load: their C++ info logs would bury the one-line
 # errors and the summary this tool prints.
@@ -17,6 +16,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
+from vidjax import cli
 from vidjax.errors import VidjaxError
 
 _MODEL = flags.DEFINE_string(
@@ -36,8 +36,7 @@ def fail(error: BaseException, verbose: bool):
   """Prints `error` as one line and exits 1 (re-raises with --verbose)."""
   if verbose:
     raise error
-  print(f'vidjax: error: {" ".join(str(error).split())}', file=sys.stderr)
-  sys.exit(1)
+  cli.exit_with_error(str(error))
 
 
 def main(argv):
@@ -57,14 +56,6 @@ def main(argv):
         f'({model.num_classes} classes, {count:,} values): {out}')
 
 
-def parse_flags(argv):
-  """absl's parser, but a bad or missing flag is one line, not a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    fail(e, verbose='--verbose' in argv)
-
-
 if __name__ == '__main__':
   logging.set_verbosity(logging.WARNING)
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(fail))

@@ -26,12 +26,9 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-LABEL_INDEX_KEY = 'clip/label/index'
-LABEL_TEXT_KEY = 'clip/label/text'
-FILENAME_KEY = 'video/filename'
-START_TIMESTAMP_KEY = 'clip/start/timestamp'
-END_TIMESTAMP_KEY = 'clip/end/timestamp'
-IMAGE_KEY = 'image/encoded'
+from vidjax.data.keys import (END_TIMESTAMP_KEY, FILENAME_KEY, IMAGE_KEY,
+                              LABEL_INDEX_KEY, LABEL_TEXT_KEY,
+                              START_TIMESTAMP_KEY)
 
 # What the reader returns for keys a record lacks. -1 marks "unlabelled"
 # (e.g. the Something-Something-v2 test split) and "no timestamp".

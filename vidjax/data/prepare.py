@@ -28,6 +28,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
+from vidjax import cli
 from vidjax.errors import VidjaxError
 
 DATASETS = ('kinetics400', 'kinetics600', 'kinetics700', 'ssv2')
@@ -61,8 +62,7 @@ def fail(error: BaseException, verbose: bool):
   """One line on stderr and exit 1 (re-raises with --verbose)."""
   if verbose:
     raise error
-  print(f'vidjax: error: {" ".join(str(error).split())}', file=sys.stderr)
-  sys.exit(1)
+  cli.exit_with_error(str(error))
 
 
 def _parse_fps(text):
@@ -191,19 +191,11 @@ def main(argv):
   print('\n'.join(summary_lines(builder, rows, seconds, converted)))
 
 
-def parse_flags(argv):
-  """absl's parser, but a bad flag is one line, not a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    fail(e, verbose='--verbose' in argv)
-
-
 def run():
   # TFDS's info/warning lines (variant folders, custom configs) would bury
   # the progress line and the one-line errors; our notes go to the summary.
   logging.set_verbosity(logging.ERROR)
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(fail))
 
 
 if __name__ == '__main__':

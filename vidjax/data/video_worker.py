@@ -18,16 +18,12 @@ from typing import Any
 from PIL import Image
 
 from vidjax.data import video_io
+from vidjax.data.keys import (END_TIMESTAMP_KEY, FILENAME_KEY, IMAGE_KEY,
+                              LABEL_INDEX_KEY, LABEL_TEXT_KEY,
+                              START_TIMESTAMP_KEY)
 
 OK, MISSING, UNDECODABLE = 'ok', 'missing', 'undecodable'
 
-# Keys of the DMVR layout (the same strings as `formats`, which imports TF).
-LABEL_INDEX_KEY = 'clip/label/index'
-LABEL_TEXT_KEY = 'clip/label/text'
-FILENAME_KEY = 'video/filename'
-START_TIMESTAMP_KEY = 'clip/start/timestamp'
-END_TIMESTAMP_KEY = 'clip/end/timestamp'
-IMAGE_KEY = 'image/encoded'
 
 
 @dataclasses.dataclass(frozen=True)
