@@ -154,7 +154,7 @@ def test_results_do_not_depend_on_the_batch_size(data, model_and_state):
     np.testing.assert_allclose(r['loss'], first['loss'], rtol=1e-6)
 
 
-def test_trainer_writes_counts(tmp_path, capsys):
+def test_trainer_writes_counts(tmp_path, capsys, monkeypatch):
   """A whole (2-step) run on records with every kind of bad input."""
   d = str(tmp_path / 'data')
   recs = [R.record(v, 12, v % 4) for v in range(8)]
@@ -167,7 +167,8 @@ def test_trainer_writes_counts(tmp_path, capsys):
   from configs import demo  # pylint: disable=g-import-not-at-top
   # The trainer's plumbing is under test here, not S3D-G: a linear model
   # compiles in a second instead of a minute.
-  registry.register('test_linear', Linear)
+  # Registered for this test only: other tests list the registry's models.
+  monkeypatch.setitem(registry._REGISTRY, 'test_linear', Linear)
   config = demo.get_config()
   config.model_name = 'test_linear'
   config.model = ml_collections.ConfigDict()
