@@ -143,13 +143,15 @@ def test_train_crop_variants_give_the_clip_shape(data_dir):
     assert next(ds.as_numpy_iterator())['video'].shape == (2, 4, 16, 16, 3)
 
 
-def test_remove_and_replace_steps_by_name(data_dir):
+def test_remove_and_replace_steps_by_name(data_dir, monkeypatch):
   # Without 'normalize' the clip stays in [0, 255].
   steps = tuple(s for s in pipeline.DEFAULT_EVAL_STEPS if s != 'normalize')
   raw = _collect(pipeline.build_dataset(
       _config(data_dir, eval_steps=steps), 'validation', train=False,
       batch_size=6))
   assert raw['video'].max() > 50
+
+  monkeypatch.setattr(pipeline, 'STEPS', dict(pipeline.STEPS))  # Undone after.
 
   @pipeline.register_step('test_first_frames')
   def first_frames(features, ctx):
