@@ -59,6 +59,35 @@ class Conv3DLoweringTest(parameterized.TestCase):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+  @parameterized.named_parameters(
+      ('stem_tf_same', 7, 2, 'SAME', 9),
+      ('stem_torch', 7, 2, 'SYMMETRIC', 8),
+      ('k3_s3', 3, 3, 'SAME', 10))
+  def test_strided_temporal_gradient_equals_a_plain_3d_convs(
+      self, kt, stride, padding, frames):
+    # The strided temporal conv has a hand-written VJP (conv.py); both of
+    # its gradients must equal autodiff through XLA's own 3-D conv.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, frames, 3, 4, 5)).astype(np.float32)
+    kernel = rng.normal(size=(kt, 1, 1, 5, 6)).astype(np.float32)
+    strides = (stride, 1, 1)
+    pads = tuple(conv_lib.explicit_padding(padding, x.shape[1:4],
+                                           (kt, 1, 1), strides))
+    y_shape = jax.eval_shape(
+        lambda a, k: conv_lib.conv3d(a, k, strides, pads), x, kernel).shape
+    cotangent = rng.normal(size=y_shape).astype(np.float32)
+
+    def grads(conv):
+      return jax.grad(lambda a, k: jnp.sum(conv(a, k) * cotangent),
+                      argnums=(0, 1))(x, kernel)
+
+    ours = grads(lambda a, k: conv_lib.conv3d(a, k, strides, pads))
+    reference = grads(lambda a, k: jax.lax.conv_general_dilated(
+        a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC')))
+    for got, want in zip(ours, reference):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 class STConvTest(chex.TestCase, parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)

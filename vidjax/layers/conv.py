@@ -9,6 +9,7 @@ as a 2-D conv with a (kt, 1) window, a 1×1×1 conv is a matmul, and only genuin
 k×k×k kernels run as 3-D convs.
 """
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -77,6 +78,40 @@ def _conv(x, kernel, strides, padding, dims):
       dimension_numbers=dn)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _strided_conv(x, kernel, strides, padding, dims):
+  return _conv(x, kernel, strides, padding, dims)
+
+
+def _strided_conv_fwd(x, kernel, strides, padding, dims):
+  return _conv(x, kernel, strides, padding, dims), (x, kernel)
+
+
+def _strided_conv_bwd(strides, padding, dims, residuals, g):
+  # XLA:CPU computes the input gradient of a strided conv as an
+  # lhs-dilated ("base-dilated") conv on a slow generic path: S3D's stem
+  # temporal conv (7x1x1, stride 2) spent ~1 s there per training step
+  # (benchmarks/README.md). The same gradient is the input gradient of the
+  # stride-1 conv at the strided outputs' positions, zeros elsewhere, which
+  # is an ordinary conv that runs on the fast path.
+  x, kernel = residuals
+  _, kernel_vjp = jax.vjp(
+      lambda k: _conv(x, k, strides, padding, dims), kernel)
+  ones = (1,) * dims
+  _, dense_vjp = jax.vjp(lambda v: _conv(v, kernel, ones, padding, dims), x)
+  dense_shape = jax.eval_shape(
+      lambda v: _conv(v, kernel, ones, padding, dims), x).shape
+  config = [(0, 0, 0)]
+  for s, n_dense, n in zip(strides, dense_shape[1:-1], g.shape[1:-1]):
+    config.append((0, n_dense - (s * (n - 1) + 1), s - 1))
+  config.append((0, 0, 0))
+  g_dense = jax.lax.pad(g, jnp.zeros((), g.dtype), config)
+  return dense_vjp(g_dense)[0], kernel_vjp(g)[0]
+
+
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
            padding: Sequence[tuple[int, int]]) -> jax.Array:
   """A 3-D convolution of NTHWC `x`, lowered by kernel shape (module doc)."""
@@ -98,8 +133,9 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     y = _conv(x.reshape(n * t, h, w, c_in), kernel[0], (sh, sw), (ph, pw), 2)
     return y.reshape(n, t, *y.shape[1:])
   if no_space:
-    y = _conv(x.reshape(n, t, h * w, c_in), kernel[:, 0], (st, 1),
-              (pt, (0, 0)), 2)
+    conv = _strided_conv if st > 1 else _conv
+    y = conv(x.reshape(n, t, h * w, c_in), kernel[:, 0], (st, 1),
+             (pt, (0, 0)), 2)
     return y.reshape(n, y.shape[1], h, w, c_out)
   return _conv(x, kernel, strides, padding, 3)
 
