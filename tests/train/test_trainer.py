@@ -53,8 +53,12 @@ def restored_params(workdir, step):
 def test_training_lowers_the_loss_and_writes_results(data_dir, tmp_path):
   before = trainer.train_and_evaluate(
       tiny_config(data_dir, total_steps=0), tmp_path / 'untrained')
+  # 80 steps, not 40: at step 40 (lr still 0.025 of 0.05) the eval-mode
+  # loss sits in a transient above the untrained 2.56 (3.5-4.1 measured,
+  # with top-1 already at 0.33), on today's packages and on the tree that
+  # passed before; by step 80 it is 2.06 with top-1 0.31.
   after = trainer.train_and_evaluate(
-      tiny_config(data_dir, total_steps=40), tmp_path / 'trained')
+      tiny_config(data_dir, total_steps=80), tmp_path / 'trained')
   # Memorising the 52 training clips: the loss falls and top-1 rises well
   # above the untrained model's (which is chance, 1/13).
   assert after['loss'] < before['loss'], (before, after)
@@ -62,7 +66,7 @@ def test_training_lowers_the_loss_and_writes_results(data_dir, tmp_path):
   assert after['num_examples'] == after['num_examples_in_split'] == 52
   written = json.loads((tmp_path / 'trained' / 'eval_results.json')
                        .read_text())
-  assert written['step'] == 40
+  assert written['step'] == 80
   for key in ('top1', 'top5', 'num_examples'):
     assert written[key] == after[key]
   assert (tmp_path / 'trained' / 'curves.png').stat().st_size > 0
