@@ -18,7 +18,7 @@ cmd="${1:-}"
 
 case "$cmd" in
   demo) extras="" ;;
-  test|python) extras="test,torch" ;;
+  test|python) extras="test,torch,tfds_cli" ;;
   *) echo "usage: bash run.sh {demo|test|python} [args...]" >&2; exit 2 ;;
 esac
 
