@@ -26,15 +26,17 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# XLA:CPU settings compared. 'ynn' routes dots, convs and elementwise
-# fusions through the YNNPACK backend, which is what makes folded 2D convs
-# fast on CPU.
+# XLA:CPU settings compared. XLA:CPU can hand fusions of some kinds to the
+# YNNPACK library; `--xla_cpu_experimental_ynn_fusion_type` picks which, and an
+# explicit list replaces the default one (which holds convolutions, slower
+# than XLA's own Eigen convs here). 'ynn' gives YNNPACK the dots (1×1×1
+# convs) and the reductions (BN statistics); 'ynn+eltwise' also elementwise
+# fusions, whose inputs YNNPACK wants materialised at full size (BN's
+# per-channel factors, ReLU's zeros), which costs more than it saves.
 XLA_SETTINGS = {
     'default': '',
-    'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise',
-    # Reductions too (BN statistics), which XLA:CPU otherwise rewrites into
-    # slow tree reductions (reduce-window).
-    'ynn+reduce': '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
+    'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
+    'ynn+eltwise': '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
 }
 
 

@@ -62,11 +62,17 @@ class Conv3DLoweringTest(parameterized.TestCase):
   @parameterized.named_parameters(
       ('stem_tf_same', 7, 2, 'SAME', 9),
       ('stem_torch', 7, 2, 'SYMMETRIC', 8),
-      ('k3_s3', 3, 3, 'SAME', 10))
-  def test_strided_temporal_gradient_equals_a_plain_3d_convs(
+      ('stem_torch_16', 7, 2, 'SYMMETRIC', 16),
+      ('short_clip', 7, 2, 'SAME', 3),
+      ('one_frame', 7, 2, 'SYMMETRIC', 1),
+      ('valid', 3, 2, 'VALID', 8),
+      ('k3_s3', 3, 3, 'SAME', 10),
+      ('k2_s3', 2, 3, 'SAME', 7))
+  def test_strided_temporal_conv_equals_a_plain_3d_conv(
       self, kt, stride, padding, frames):
-    # The strided temporal conv has a hand-written VJP (conv.py); both of
-    # its gradients must equal autodiff through XLA's own 3-D conv.
+    # A strided temporal conv runs as a sum of stride-1 convs over frame
+    # phases (conv.py); its values and both gradients must equal XLA's own
+    # 3-D conv.
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, frames, 3, 4, 5)).astype(np.float32)
     kernel = rng.normal(size=(kt, 1, 1, 5, 6)).astype(np.float32)
@@ -81,10 +87,12 @@ class Conv3DLoweringTest(parameterized.TestCase):
       return jax.grad(lambda a, k: jnp.sum(conv(a, k) * cotangent),
                       argnums=(0, 1))(x, kernel)
 
-    ours = grads(lambda a, k: conv_lib.conv3d(a, k, strides, pads))
-    reference = grads(lambda a, k: jax.lax.conv_general_dilated(
-        a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC')))
-    for got, want in zip(ours, reference):
+    ours = lambda a, k: conv_lib.conv3d(a, k, strides, pads)  # noqa: E731
+    reference = lambda a, k: jax.lax.conv_general_dilated(  # noqa: E731
+        a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
+    np.testing.assert_allclose(ours(x, kernel), reference(x, kernel),
+                               rtol=1e-4, atol=1e-4)
+    for got, want in zip(grads(ours), grads(reference)):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

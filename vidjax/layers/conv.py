@@ -9,12 +9,13 @@ as a 2-D conv with a (kt, 1) window, a 1×1×1 conv is a matmul, and only genuin
 k×k×k kernels run as 3-D convs.
 """
 import dataclasses
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from vidjax.layers.norm import BatchNormReLU
 
 Dtype = Any
 Padding = str | Sequence[tuple[int, int]]
@@ -78,38 +79,43 @@ def _conv(x, kernel, strides, padding, dims):
       dimension_numbers=dn)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _strided_conv(x, kernel, strides, padding, dims):
-  return _conv(x, kernel, strides, padding, dims)
+def _polyphase_temporal_conv(x, kernel, stride, padding):
+  """A kt×1 conv with temporal stride s > 1, as s stride-1 convs.
 
+  x is [N, T, P, C] (height and width folded into P), kernel [kt, 1, C, D].
+  Output t reads frame s·t + k - pad for tap k. Split the frames by phase
+  r = frame mod s: phase r holds frames r, r + s, ..., and the taps that read
+  it sit at consecutive offsets. So the conv is a sum over phases of stride-1
+  convs of each phase with its own taps, the same products and sums with
+  none wasted.
 
-def _strided_conv_fwd(x, kernel, strides, padding, dims):
-  return _conv(x, kernel, strides, padding, dims), (x, kernel)
-
-
-def _strided_conv_bwd(strides, padding, dims, residuals, g):
-  # XLA:CPU computes the input gradient of a strided conv as an
-  # lhs-dilated ("base-dilated") conv on a slow generic path: S3D's stem
-  # temporal conv (7x1x1, stride 2) spent ~1 s there per training step
-  # (benchmarks/README.md). The same gradient is the input gradient of the
-  # stride-1 conv at the strided outputs' positions, zeros elsewhere, which
-  # is an ordinary conv that runs on the fast path.
-  x, kernel = residuals
-  _, kernel_vjp = jax.vjp(
-      lambda k: _conv(x, k, strides, padding, dims), kernel)
-  ones = (1,) * dims
-  _, dense_vjp = jax.vjp(lambda v: _conv(v, kernel, ones, padding, dims), x)
-  dense_shape = jax.eval_shape(
-      lambda v: _conv(v, kernel, ones, padding, dims), x).shape
-  config = [(0, 0, 0)]
-  for s, n_dense, n in zip(strides, dense_shape[1:-1], g.shape[1:-1]):
-    config.append((0, n_dense - (s * (n - 1) + 1), s - 1))
-  config.append((0, 0, 0))
-  g_dense = jax.lax.pad(g, jnp.zeros((), g.dtype), config)
-  return dense_vjp(g_dense)[0], kernel_vjp(g)[0]
-
-
-_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+  Why: XLA:CPU's gradient of a strided conv runs a slow "base-dilated" conv
+  (S3D's 7×1×1 stride-2 stem conv spent ~1 s per training step there), and
+  the stride-1 convs' gradients are ordinary convs. Against the previous
+  hand-written VJP (the stride-1 conv's gradient at the strided outputs, which
+  does twice the work), the stem's forward+backward went from 462 to 310 ms
+  (benchmarks/README.md).
+  """
+  kt = kernel.shape[0]
+  t = x.shape[1]
+  lo, hi = padding
+  t_out = (t + lo + hi - kt) // stride + 1
+  y = None
+  for r in range(stride):
+    taps = [k for k in range(kt) if (k - lo - r) % stride == 0]
+    phase = x[:, r::stride]
+    if not taps or phase.shape[1] == 0:
+      continue
+    first = (taps[0] - lo - r) // stride   # offset of the first tap
+    pad_lo = -first
+    pad_hi = t_out - phase.shape[1] - pad_lo + len(taps) - 1
+    part = _conv(phase, kernel[taps[0]::stride][:len(taps)], (1, 1),
+                 ((max(pad_lo, 0), max(pad_hi, 0)), (0, 0)), 2)
+    # A negative pad means the phase has frames no output reads: crop.
+    begin = max(-pad_lo, 0)
+    part = part[:, begin:begin + t_out]
+    y = part if y is None else y + part
+  return y
 
 
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
@@ -133,9 +139,11 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     y = _conv(x.reshape(n * t, h, w, c_in), kernel[0], (sh, sw), (ph, pw), 2)
     return y.reshape(n, t, *y.shape[1:])
   if no_space:
-    conv = _strided_conv if st > 1 else _conv
-    y = conv(x.reshape(n, t, h * w, c_in), kernel[:, 0], (st, 1),
-             (pt, (0, 0)), 2)
+    folded = x.reshape(n, t, h * w, c_in)
+    if st > 1:
+      y = _polyphase_temporal_conv(folded, kernel[:, 0], st, pt)
+    else:
+      y = _conv(folded, kernel[:, 0], (1, 1), (pt, (0, 0)), 2)
     return y.reshape(n, y.shape[1], h, w, c_out)
   return _conv(x, kernel, strides, padding, 3)
 
@@ -232,6 +240,20 @@ def batch_norm(numerics: ConvNumerics, train: bool, name: str,
       param_dtype=param_dtype, name=name)
 
 
+def batch_norm_relu(numerics: ConvNumerics, train: bool, name: str,
+                    dtype: Dtype | None = None,
+                    param_dtype: Dtype = jnp.float32) -> BatchNormReLU:
+  """relu(batch_norm(...)) as one layer, with nn.BatchNorm's variables.
+
+  Its hand-written gradient writes far less memory than autodiff through
+  BN and ReLU (vidjax/layers/norm.py).
+  """
+  return BatchNormReLU(
+      use_running_average=not train, momentum=numerics.bn_momentum,
+      epsilon=numerics.bn_epsilon, use_scale=numerics.bn_scale, dtype=dtype,
+      param_dtype=param_dtype, name=name)
+
+
 class STConv(nn.Module):
   """Conv → BN → ReLU as 2D (1×k×k), full 3D (kt×k×k) or separable.
 
@@ -265,20 +287,18 @@ class STConv(nn.Module):
       st = 1 if self.temporal_stride is None else self.temporal_stride
     common = dict(padding=self.numerics.padding, dtype=self.dtype,
                   param_dtype=self.param_dtype)
-    norm = lambda name: batch_norm(  # noqa: E731
+    norm_relu = lambda name: batch_norm_relu(  # noqa: E731
         self.numerics, train, name, self.dtype, self.param_dtype)
     if self.kind == 'sep' and kt > 1:
       x = Conv3D(self.features, (1, k, k), (1, s, s), name='conv', **common)(x)
-      x = nn.relu(norm('bn')(x))
+      x = norm_relu('bn')(x)
       temporal_bn = self.numerics.temporal_bn
       init = (temporal_identity_init if self.numerics.temporal_identity_init
               else bn_conv_kernel_init)
       x = Conv3D(self.features, (kt, 1, 1), (st, 1, 1),
                  use_bias=not temporal_bn, kernel_init=init, name='temporal',
                  **common)(x)
-      if temporal_bn:
-        x = norm('temporal_bn')(x)
-      return nn.relu(x)
+      return norm_relu('temporal_bn')(x) if temporal_bn else nn.relu(x)
     x = Conv3D(self.features, (kt, k, k), (st, s, s), name='conv',
                **common)(x)
-    return nn.relu(norm('bn')(x))
+    return norm_relu('bn')(x)

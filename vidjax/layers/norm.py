@@ -1,0 +1,132 @@
+"""Batch norm followed by ReLU, as one op with a hand-written gradient.
+
+Every conv of the Inception family is followed by BN then ReLU. Autodiff
+through `nn.BatchNorm` and `nn.relu` is correct but, on XLA:CPU, writes
+several activation-sized tensors per layer that nothing needs: the centred
+input `x - mean` (kept for the backward pass), per-channel factors broadcast
+to full size, the ReLU's mask, and four or five intermediates of the
+backward pass. On a CPU, where writing memory is the scarce resource, those
+writes and the fresh pages behind them cost S3D's training step about as much
+as the batch-norm arithmetic itself (benchmarks/README.md).
+
+`BatchNormReLU` keeps only what the layer has to keep anyway: its input (the
+conv's output) and its output (the next conv's input). The backward pass
+reads those two and the incoming gradient, reduces twice per channel and
+writes the input gradient once.
+
+Values, gradients and running statistics equal `relu(nn.BatchNorm(...)(x))`
+up to float32 rounding (tests/layers/test_norm.py). The variables are
+nn.BatchNorm's (`scale`, `bias`; `batch_stats/mean`, `batch_stats/var`), so a
+checkpoint written with either loads into the other.
+"""
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def _moments(x):
+  """Batch mean and variance per channel (last axis), in float32.
+
+  nn.BatchNorm's default ("fast variance"): E[x²] - E[x]², clipped at 0.
+  """
+  axes = tuple(range(x.ndim - 1))
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = x.mean(axes)
+  mean_sq = jnp.square(x).mean(axes)
+  return mean, jnp.maximum(0.0, mean_sq - jnp.square(mean))
+
+
+def _apply(x, mean, var, scale, bias, epsilon, dtype):
+  """relu((x - mean) · scale / sqrt(var + eps) + bias)."""
+  mul = jax.lax.rsqrt(var + epsilon) * scale
+  # x · mul + (bias - mean · mul) rather than nn.BatchNorm's
+  # (x - mean) · mul + bias: the backward pass computes x - mean too, and
+  # XLA would merge the two and keep an activation-sized x - mean alive from
+  # the forward pass to the backward.
+  y = x.astype(mul.dtype) * mul + (bias - mean * mul)
+  return jnp.maximum(y, 0).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def bn_relu_train(x, scale, bias, epsilon, dtype):
+  """Training-mode BN (batch statistics over all but the last axis) + ReLU.
+
+  Returns (y, mean, var). The statistics are outputs only so that the caller
+  can update running averages; they are not differentiable (the caller stops
+  their gradient).
+  """
+  return _bn_relu_fwd(x, scale, bias, epsilon, dtype)[0]
+
+
+def _bn_relu_fwd(x, scale, bias, epsilon, dtype):
+  mean, var = _moments(x)
+  y = _apply(x, mean, var, scale, bias, epsilon, dtype)
+  inv_std = jax.lax.rsqrt(var + epsilon)
+  return (y, mean, var), (x, y, scale, mean, inv_std)
+
+
+def _bn_relu_bwd(epsilon, dtype, residuals, cotangents):
+  del epsilon, dtype
+  x, y, scale, mean, inv_std = residuals
+  g = cotangents[0]
+  axes = tuple(range(x.ndim - 1))
+  count = x.size // x.shape[-1]
+  f32 = inv_std.dtype
+  # ReLU's gradient: y > 0 exactly where the pre-activation was > 0, and
+  # relu'(0) = 0 as in jax.nn.relu.
+  g = jnp.where(y > 0, g.astype(f32), 0)
+  centred = x.astype(f32) - mean
+  g_sum = g.sum(axes)                            # d bias
+  g_dot = (g * centred).sum(axes) * inv_std      # d scale = Σ g · x̂
+  # d x = scale/σ · (g - mean(g) - x̂ · mean(g · x̂)), with x̂ = (x - μ)/σ.
+  k = scale * inv_std
+  dx = k * (g - g_sum / count - centred * (inv_std * g_dot / count))
+  return dx.astype(x.dtype), g_dot.astype(scale.dtype), g_sum.astype(
+      scale.dtype)
+
+
+bn_relu_train.defvjp(_bn_relu_fwd, _bn_relu_bwd)
+
+
+class BatchNormReLU(nn.Module):
+  """relu(BatchNorm(x)) over the last axis, with nn.BatchNorm's variables.
+
+  Attributes mirror nn.BatchNorm's (there is no bias switch: the layer always
+  has a bias, as every BN of this family does).
+  """
+  use_running_average: bool = False
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  use_scale: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
+                            jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
+                           jnp.float32)
+    scale = (self.param('scale', nn.initializers.ones, (features,),
+                        self.param_dtype) if self.use_scale
+             else jnp.ones((features,), self.param_dtype))
+    bias = self.param('bias', nn.initializers.zeros, (features,),
+                      self.param_dtype)
+    dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
+    scale = scale.astype(jnp.float32)
+    bias = bias.astype(jnp.float32)
+    if self.use_running_average:
+      return _apply(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon,
+                    dtype)
+    y, mean, var = bn_relu_train(x, scale, bias, self.epsilon, dtype)
+    if not self.is_initializing():
+      mean, var = jax.lax.stop_gradient((mean, var))
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
