@@ -19,6 +19,8 @@ CASES = (
     ('maxpool_5a', (2, 2, 2), (2, 2, 2), ((0, 0), (0, 0), (0, 0))),
     ('symmetric_s2', (3, 3, 3), (2, 2, 2), ((1, 1), (1, 1), (1, 1))),
     ('valid_s3', (2, 3, 1), (1, 3, 1), ((0, 0), (0, 0), (0, 0))),
+    # Windows shorter than the stride: some inputs no window reads.
+    ('gaps', (1, 2, 3), (2, 3, 2), ((0, 0), (1, 0), (0, 1))),
 )
 
 
