@@ -48,6 +48,9 @@ def _parse():
   p.add_argument('--size', type=int, default=224)
   p.add_argument('--iters', type=int, default=5)
   p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--settings', default=','.join(XLA_SETTINGS),
+                 help='comma-separated XLA flag settings to run, of: '
+                 + ', '.join(XLA_SETTINGS))
   p.add_argument('--one_setting', action='store_true', help=argparse.SUPPRESS)
   return p.parse_args()
 
@@ -155,7 +158,13 @@ def main():
         f'warm-up, {os.cpu_count()} CPUs', flush=True)
   print(f'{"XLA flags":11s} {"":6s} {"vidjax ms":>10s} {"torch ms":>10s} '
         f'{"torch/vidjax":>13s}')
-  for name, flags in XLA_SETTINGS.items():
+  names = args.settings.split(',')
+  unknown = sorted(set(names) - set(XLA_SETTINGS))
+  if unknown:
+    sys.exit(f'unknown --settings {", ".join(unknown)}; known: '
+             f'{", ".join(XLA_SETTINGS)}')
+  for name in names:
+    flags = XLA_SETTINGS[name]
     env = dict(os.environ, XLA_FLAGS=flags, TF_CPP_MIN_LOG_LEVEL='2')
     proc = subprocess.run(
         [sys.executable, __file__, '--one_setting', f'--batch={args.batch}',

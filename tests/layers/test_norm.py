@@ -123,3 +123,33 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
                                    mutable=['batch_stats'])[0])
     np.testing.assert_allclose(np.asarray(y, np.float32), want, rtol=2e-2,
                                atol=2e-2)
+
+  def test_gradient_is_as_accurate_as_autodiff_far_from_zero_mean(self):
+    # d scale is computed as (Σ g·x - μ Σ g) / σ, which loses digits when
+    # |μ| >> σ. Against a float64 reference, it must stay as accurate as
+    # float32 autodiff through nn.BatchNorm (whose E[x²] - E[x]² variance
+    # loses the same digits).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 4, 6, 6, 8)) + 20.0
+    cotangent = rng.normal(size=x.shape)
+
+    def grads(module, dtype):
+      variables = jax.tree.map(lambda a: a.astype(dtype), module.init(
+          jax.random.key(0), jnp.zeros((1, 1, 1, 1, 8), dtype)))
+
+      def loss(params, x):
+        y, _ = module.apply({'params': params,
+                             'batch_stats': variables['batch_stats']}, x,
+                            mutable=['batch_stats'])
+        return jnp.sum(y * cotangent.astype(dtype))
+      return jax.grad(loss, argnums=(0, 1))(variables['params'],
+                                            x.astype(dtype))
+
+    with jax.enable_x64(True):
+      truth = grads(_Reference(True, True), jnp.float64)
+      want = grads(_Reference(True, True), jnp.float32)
+      got = grads(_Wrapped(True, True), jnp.float32)
+    for g, w, t in zip(*map(jax.tree.leaves, (got, want, truth))):
+      t = np.asarray(t)
+      error = lambda a: np.linalg.norm(np.asarray(a, np.float64) - t)  # noqa: E731
+      self.assertLessEqual(error(g), 2 * error(w) + 1e-7 * np.linalg.norm(t))
