@@ -12,9 +12,9 @@ as the batch-norm arithmetic itself (benchmarks/README.md).
 `BatchNormReLU` keeps only what the layer has to keep anyway: its input (the
 conv's output) and its output (the next conv's input). The backward pass
 reads those two and the incoming gradient, reduces twice per channel and
-writes the input gradient. In S3D's training step this writes 0.7 GB less
-per step than autodiff and takes a quarter fewer fresh pages; the time is
-about the same (benchmarks/README.md), so the gain is memory.
+writes the input gradient. Against autodiff, S3D's training step touches a
+quarter fewer fresh pages (255k against 340k, 0.35 GB less) and runs 4%
+faster (benchmarks/README.md).
 
 Values, gradients and running statistics equal `relu(nn.BatchNorm(...)(x))`
 up to float32 rounding (tests/layers/test_norm.py). The variables are
