@@ -37,6 +37,19 @@ XLA_SETTINGS = {
     'default': '',
     'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
     'ynn+eltwise': '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
+    # 'ynn' with glibc's allocator told to keep freed memory (one arena, no
+    # mmap, no trimming) for both frameworks. By default every step maps
+    # fresh pages for its large buffers and the kernel zeroes them (~1 GB a
+    # step on either side); kept, they are reused. PyTorch gains much more
+    # from this than XLA, whose many small scratch allocations then contend
+    # for the single arena.
+    'ynn+keepmem': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
+}
+# Extra environment per setting (both frameworks run under it).
+SETTING_ENV = {
+    'ynn+keepmem': {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=1:'
+                                      'glibc.malloc.mmap_max=0:'
+                                      'glibc.malloc.trim_threshold=17179869184'},
 }
 
 
@@ -156,7 +169,7 @@ def main():
   print(f'S3D (torchvision layout, 8.3M params), batch×T×HW = {clip}, '
         f'median of {args.iters} alternating rounds after {args.warmup} '
         f'warm-up, {os.cpu_count()} CPUs', flush=True)
-  print(f'{"XLA flags":11s} {"":6s} {"vidjax ms":>10s} {"torch ms":>10s} '
+  print(f'{"setting":11s} {"":6s} {"vidjax ms":>10s} {"torch ms":>10s} '
         f'{"torch/vidjax":>13s}')
   names = args.settings.split(',')
   unknown = sorted(set(names) - set(XLA_SETTINGS))
@@ -165,7 +178,8 @@ def main():
              f'{", ".join(XLA_SETTINGS)}')
   for name in names:
     flags = XLA_SETTINGS[name]
-    env = dict(os.environ, XLA_FLAGS=flags, TF_CPP_MIN_LOG_LEVEL='2')
+    env = dict(os.environ, XLA_FLAGS=flags, TF_CPP_MIN_LOG_LEVEL='2',
+               **SETTING_ENV.get(name, {}))
     proc = subprocess.run(
         [sys.executable, __file__, '--one_setting', f'--batch={args.batch}',
          f'--frames={args.frames}', f'--size={args.size}',
