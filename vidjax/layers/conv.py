@@ -230,23 +230,13 @@ def resolve_numerics(numerics: 'ConvNumerics | str') -> ConvNumerics:
 CONV_KINDS = ('2d', '3d', 'sep')
 
 
-def batch_norm(numerics: ConvNumerics, train: bool, name: str,
-               dtype: Dtype | None = None,
-               param_dtype: Dtype = jnp.float32) -> nn.BatchNorm:
-  """BatchNorm over NTHWC with a reference's epsilon, momentum and scale."""
-  return nn.BatchNorm(
-      use_running_average=not train, momentum=numerics.bn_momentum,
-      epsilon=numerics.bn_epsilon, use_scale=numerics.bn_scale, dtype=dtype,
-      param_dtype=param_dtype, name=name)
-
-
 def batch_norm_relu(numerics: ConvNumerics, train: bool, name: str,
                     dtype: Dtype | None = None,
                     param_dtype: Dtype = jnp.float32) -> BatchNormReLU:
-  """relu(batch_norm(...)) as one layer, with nn.BatchNorm's variables.
+  """BN over NTHWC with a reference's epsilon, momentum and scale, then ReLU.
 
-  Its hand-written gradient writes far less memory than autodiff through
-  BN and ReLU (vidjax/layers/norm.py).
+  Its hand-written gradient writes less memory than autodiff through BN and
+  ReLU (vidjax/layers/norm.py).
   """
   return BatchNormReLU(
       use_running_average=not train, momentum=numerics.bn_momentum,
