@@ -123,6 +123,10 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
                                    mutable=['batch_stats'])[0])
     np.testing.assert_allclose(np.asarray(y, np.float32), want, rtol=2e-2,
                                atol=2e-2)
+    # The gradient comes back in the input's dtype.
+    dx = jax.grad(lambda x: module.apply(
+        variables, x, mutable=['batch_stats'])[0].astype(jnp.float32).sum())(x)
+    chex.assert_type(dx, jnp.bfloat16)
 
   def test_gradient_is_as_accurate_as_autodiff_far_from_zero_mean(self):
     # d scale is computed as (Σ g·x - μ Σ g) / σ, which loses digits when

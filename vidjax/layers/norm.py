@@ -76,6 +76,7 @@ def _bn_relu_bwd(epsilon, dtype, residuals, cotangents):
   del epsilon, dtype
   x, y, scale, mean, inv_std = residuals
   g = cotangents[0]
+  x_dtype = x.dtype
   axes = tuple(range(x.ndim - 1))
   count = x.size // x.shape[-1]
   f32 = inv_std.dtype
@@ -91,7 +92,7 @@ def _bn_relu_bwd(epsilon, dtype, residuals, cotangents):
   # d x = scale/σ · (g - mean(g) - x̂ · mean(g · x̂)), with x̂ = (x - μ)/σ.
   k = scale * inv_std
   dx = k * (g - g_sum / count - (x - mean) * (inv_std * g_dot / count))
-  return dx.astype(x.dtype), g_dot.astype(scale.dtype), g_sum.astype(
+  return dx.astype(x_dtype), g_dot.astype(scale.dtype), g_sum.astype(
       scale.dtype)
 
 
