@@ -5,6 +5,9 @@
 #   bash run.sh test [pytest args...]     set up (with the PyTorch references), then run the tests
 #   bash run.sh python ARGS...            run Python in the test environment (with
 #                                         torch: benchmarks, parity checks)
+#   bash run.sh tpu [main.py flags...]    on a TPU VM: set up (jax[tpu]), then
+#                                         python -m vidjax.main with those flags
+#   bash run.sh setup {demo|test|tpu}     only set up that environment (idempotent)
 #
 # Environments are cached under $VIDJAX_CACHE (default ~/.cache/vidjax), keyed by
 # a hash of pyproject.toml's dependency lists, so every clone (and CI) reuses one
@@ -15,11 +18,19 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
+setup_only=""
+if [ "$cmd" = setup ]; then
+  setup_only=1
+  cmd="${1:-}"
+  [ $# -gt 0 ] && shift
+fi
 
 case "$cmd" in
   demo) extras="" ;;
-  test|python) extras="test,torch,tfds_cli" ;;
-  *) echo "usage: bash run.sh {demo|test|python} [args...]" >&2; exit 2 ;;
+  # libtpu in the test environment: the AOT tests compile for TPU topologies.
+  test|python) extras="test,torch,tfds_cli,tpu" ;;
+  tpu) extras="tpu" ;;
+  *) echo "usage: bash run.sh {demo|test|python|tpu|setup NAME} [args...]" >&2; exit 2 ;;
 esac
 
 python="${PYTHON:-python3}"
@@ -40,6 +51,8 @@ if [ ! -f "$venv/.ready" ]; then
   touch "$venv/.ready"
 fi
 
+[ -n "$setup_only" ] && exit 0
+
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-0}"
@@ -59,4 +72,6 @@ case "$cmd" in
     exec "$venv/bin/python" -m pytest -q -n "$workers" --dist loadfile "$@" ;;
   python)
     exec "$venv/bin/python" "$@" ;;
+  tpu)
+    exec "$venv/bin/python" -m vidjax.main "$@" ;;
 esac

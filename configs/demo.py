@@ -11,6 +11,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from vidjax.data import pipeline
+from vidjax.parallel import mesh
 
 
 def get_config():
@@ -35,6 +36,9 @@ def get_config():
 
   # A `python -m vidjax.convert` output directory to fine-tune from (the
   # classifier is re-initialised when the class count differs).
+  # Sharding: mesh ('data', 'time'), rules, FSDP (docs/scale.md).
+  config.update(mesh.default_config())
+
   config.init_from = config_dict.placeholder(str)
 
   config.log_every_steps = 20

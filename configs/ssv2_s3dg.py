@@ -36,6 +36,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from vidjax.data import pipeline
+from vidjax.parallel import mesh
 
 TRAIN_CLIPS = 168_913  # Videos in something-something-v2-train.json.
 EPOCHS = 60
@@ -74,6 +75,11 @@ def get_config():
   config.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
       warmup_steps=WARMUP_EPOCHS * steps_per_epoch))
+
+  # Sharding: mesh ('data', 'time'), rules, FSDP (docs/scale.md). BN
+  # statistics per device, as the paper's TF training computed them on each
+  # of its GPUs; --config.bn_sync_devices=0 synchronises over the batch.
+  config.update(mesh.default_config(bn_sync_devices=1))
 
   config.init_from = config_dict.placeholder(str)
 

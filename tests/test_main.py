@@ -65,6 +65,10 @@ def prepared_data_dir(tmp_path_factory):
     ('--config.data.eval_split=no_such_split', "no split 'no_such_split'"),
     ('--config.data.name=no_such_dataset', 'no_such_dataset'),
     ('--config.model_name=no_such_model', "unknown model 'no_such_model'"),
+    ('--config.mesh.time=3', 'not divisible by 3'),
+    ('--config.batch_size=12', 'not divisible by the data axis'),
+    ("--config.logical_axis_rules=(('time','space'),)",
+     "unknown mesh axis 'space'"),
 ])
 def test_bad_data_or_model(tmp_path, prepared_data_dir, flag, needle):
   proc = run_main('--config=configs/demo.py', f'--workdir={tmp_path}/wd',
@@ -72,3 +76,19 @@ def test_bad_data_or_model(tmp_path, prepared_data_dir, flag, needle):
                   f'--config.data.data_dir={prepared_data_dir}', flag)
   assert_one_clear_error(proc, 'vidjax: error:', needle)
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_libtpu_says_nothing_on_a_cpu_run(tmp_path):
+  """The test environment has jax[tpu]; a CPU run must not show libtpu."""
+  pytest.importorskip('libtpu', reason='libtpu not installed')
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vidjax.main', '--config=configs/demo.py',
+       f'--workdir={tmp_path}/wd', '--config.data.name=no_such_dataset'],
+      cwd=REPO, env=dict(env, PYTHONPATH=REPO), capture_output=True,
+      text=True, timeout=300)
+  assert_one_clear_error(proc, 'no_such_dataset')
+  assert proc.stderr.strip().splitlines() == [
+      line for line in proc.stderr.strip().splitlines()
+      if line.startswith('vidjax: error:')], proc.stderr
+  assert 'TPU' not in proc.stderr, proc.stderr

@@ -6,10 +6,10 @@ from typing import NoReturn
 from absl import flags
 
 
-def exit_with_error(message: str) -> NoReturn:
-  """`vidjax: error: <message>` on stderr, whitespace folded; exit 1."""
+def exit_with_error(message: str, code: int = 1) -> NoReturn:
+  """`vidjax: error: <message>` on stderr, whitespace folded; exit `code`."""
   print(f'vidjax: error: {" ".join(message.split())}', file=sys.stderr)
-  sys.exit(1)
+  sys.exit(code)
 
 
 def flags_parser(fail: Callable[[BaseException, bool], None]):

@@ -1,6 +1,7 @@
 """Conv units against numpy/lax references."""
 from absl.testing import parameterized
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,7 +107,7 @@ class STConvTest(chex.TestCase, parameterized.TestCase):
   def test_shapes_and_kernels(self, kind, kernels):
     unit = conv_lib.STConv(8, 3, temporal_kernel_size=3, kind=kind, stride=2)
     x = jnp.ones((1, 4, 16, 16, 4))
-    variables = unit.init(jax.random.key(0), x)
+    variables = nn.unbox(unit.init(jax.random.key(0), x))
     y = self.variant(lambda v, x: unit.apply(v, x))(variables, x)
     chex.assert_shape(y, (1, 2 if kind != '2d' else 4, 8, 8, 8))
     chex.assert_type(y, jnp.float32)
@@ -122,7 +123,7 @@ class STConvTest(chex.TestCase, parameterized.TestCase):
     unit = conv_lib.STConv(6, 3, temporal_kernel_size=1, kind='sep')
     x = np.random.default_rng(1).normal(size=(2, 4, 10, 10, 3)).astype(
         np.float32)
-    variables = unit.init(jax.random.key(0), x)
+    variables = nn.unbox(unit.init(jax.random.key(0), x))
     y = unit.apply(variables, x)
     kernel = np.asarray(variables['params']['conv']['kernel'])[0]
     beta = np.asarray(variables['params']['bn']['bias'])
@@ -138,7 +139,7 @@ class STConvTest(chex.TestCase, parameterized.TestCase):
     unit = conv_lib.STConv(5, 3, temporal_kernel_size=3, kind='sep')
     x = np.random.default_rng(2).normal(size=(1, 6, 8, 8, 2)).astype(
         np.float32)
-    variables = unit.init(jax.random.key(0), x)
+    variables = nn.unbox(unit.init(jax.random.key(0), x))
     spatial = conv_lib.STConv(5, 3, kind='2d')
     y_spatial = spatial.apply(
         {'params': {k: variables['params'][k] for k in ('conv', 'bn')},
@@ -150,7 +151,7 @@ class STConvTest(chex.TestCase, parameterized.TestCase):
   def test_torchvision_numerics(self):
     unit = conv_lib.STConv(8, 3, temporal_kernel_size=3, kind='sep',
                            numerics=conv_lib.TORCHVISION)
-    variables = unit.init(jax.random.key(0), jnp.ones((1, 4, 8, 8, 3)))
+    variables = nn.unbox(unit.init(jax.random.key(0), jnp.ones((1, 4, 8, 8, 3))))
     params = variables['params']
     self.assertEqual(set(params), {'conv', 'bn', 'temporal', 'temporal_bn'})
     self.assertEqual(set(params['temporal']), {'kernel'})

@@ -1,6 +1,7 @@
 """S3D-G self-gating against numpy."""
 from absl.testing import parameterized
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ class SelfGatingTest(chex.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 4, 5, 6, 8)).astype(np.float32)
     gate = SelfGating(use_bias=use_bias)
-    variables = gate.init(jax.random.key(0), x)
+    variables = nn.unbox(gate.init(jax.random.key(0), x))
     params = jax.tree.map(
         lambda p: rng.normal(size=p.shape).astype(np.float32),
         variables['params'])
@@ -36,7 +37,7 @@ class SelfGatingTest(chex.TestCase, parameterized.TestCase):
     x = np.random.default_rng(1).normal(size=(1, 3, 4, 4, 4)).astype(
         np.float32)
     gate = SelfGating()
-    variables = gate.init(jax.random.key(1), x)
+    variables = nn.unbox(gate.init(jax.random.key(1), x))
     x2 = x.copy()
     x2[:, 2] += 5.0
     y1, y2 = gate.apply(variables, x), gate.apply(variables, x2)
@@ -45,5 +46,5 @@ class SelfGatingTest(chex.TestCase, parameterized.TestCase):
   def test_bfloat16(self):
     x = jnp.ones((1, 2, 4, 4, 8), jnp.bfloat16)
     gate = SelfGating(dtype=jnp.bfloat16)
-    y = gate.apply(gate.init(jax.random.key(0), x), x)
+    y = gate.apply(nn.unbox(gate.init(jax.random.key(0), x)), x)
     chex.assert_type(y, jnp.bfloat16)

@@ -53,7 +53,8 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
 
   def test_variables_are_batch_norms(self):
     x = jnp.zeros((1, 2, 3, 3, 4))
-    ours = jax.eval_shape(_Wrapped(True, True).init, jax.random.key(0), x)
+    ours = jax.eval_shape(lambda *a: nn.unbox(_Wrapped(True, True).init(*a)),
+                          jax.random.key(0), x)
     reference = jax.eval_shape(_Reference(True, True).init,
                                jax.random.key(0), x)
     chex.assert_trees_all_equal_shapes_and_dtypes(ours, reference)
@@ -112,7 +113,7 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(3)
     x = self._input(rng).astype(jnp.bfloat16)
     module = BatchNormReLU(momentum=0.9, epsilon=1e-3, dtype=jnp.bfloat16)
-    variables = module.init(jax.random.key(0), x)
+    variables = nn.unbox(module.init(jax.random.key(0), x))
     y, state = self.variant(lambda v, x: module.apply(
         v, x, mutable=['batch_stats']))(variables, x)
     chex.assert_type(y, jnp.bfloat16)
@@ -138,8 +139,8 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
     cotangent = rng.normal(size=x.shape)
 
     def grads(module, dtype):
-      variables = jax.tree.map(lambda a: a.astype(dtype), module.init(
-          jax.random.key(0), jnp.zeros((1, 1, 1, 1, 8), dtype)))
+      variables = jax.tree.map(lambda a: a.astype(dtype), nn.unbox(module.init(
+          jax.random.key(0), jnp.zeros((1, 1, 1, 1, 8), dtype))))
 
       def loss(params, x):
         y, _ = module.apply({'params': params,

@@ -60,7 +60,7 @@ def _config(data_dir, batch, **overrides):
 @pytest.fixture(scope='module')
 def model_and_state():
   model = Linear(NUM_CLASSES)
-  variables = model.init(jax.random.key(3), np.zeros((1, 4, 16, 16, 3)))
+  variables = nn.unbox(model.init(jax.random.key(3), np.zeros((1, 4, 16, 16, 3))))
   return model, State(params=variables['params'], batch_stats={})
 
 

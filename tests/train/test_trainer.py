@@ -4,6 +4,7 @@ import os
 import signal
 
 import flax
+import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -91,7 +92,7 @@ def test_preempted_run_resumes_with_the_same_parameters(data_dir, tmp_path,
 
   monkeypatch.setattr(trainer.checkpoint, 'save', save_then_preempt)
   preempted = tmp_path / 'preempted'
-  with pytest.raises(VidjaxError, match='stopped by signal.*at step 7'):
+  with pytest.raises(VidjaxError, match='stopped by SIGTERM at step 7'):
     trainer.train_and_evaluate(tiny_config(data_dir, total_steps=20),
                                preempted)
   monkeypatch.undo()
@@ -113,7 +114,7 @@ def _save_pretrained(directory, model_name, num_classes, config):
   clip = (1, config.data.num_frames, config.data.crop_size,
           config.data.crop_size, 3)
   variables = jax.device_get(
-      model.init(jax.random.key(7), jax.numpy.zeros(clip)))
+      nn.unbox(model.init(jax.random.key(7), jax.numpy.zeros(clip))))
   convert.save_converted(str(directory), model_name, num_classes, variables)
   return variables
 

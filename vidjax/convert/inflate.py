@@ -198,7 +198,7 @@ def inflate_googlenet(source: Any, model_name: str = 'i3d', *,
                       'not an Inception video model')
 
   def init(key):
-    return model.init(key, jnp.zeros(_SHAPE_PROBE))
+    return nn.unbox(model.init(key, jnp.zeros(_SHAPE_PROBE)))
 
   targets = mapping.flatten(jax.eval_shape(init, jax.random.key(0)))
   # Variables googlenet has no tensor for keep their initial values.

@@ -16,6 +16,26 @@ import jax
 import jax.numpy as jnp
 
 from vidjax.layers.norm import BatchNormReLU
+from vidjax.parallel import halo
+from vidjax.parallel import rules as rules_lib
+
+# How convs, pools and BN+ReLU are lowered. 'cpu': the forms measured
+# fastest on XLA:CPU (folded 2-D convs, polyphase strided temporal convs,
+# separable max-pools with int8 winners, BN+ReLU with a hand-written
+# gradient; benchmarks/README.md). 'xla': the plain XLA ops (3-D convs,
+# reduce_window, autodiff BN), which TPUs run natively; docs/scale.md
+# compares both on TPU from the AOT report. 'auto' picks by the platform.
+# Parameters and values are the same either way.
+LOWERINGS = ('auto', 'cpu', 'xla')
+
+
+def resolve_lowering(lowering: str) -> str:
+  if lowering not in LOWERINGS:
+    raise ValueError(f'unknown lowering {lowering!r}; known: '
+                     f'{", ".join(LOWERINGS)}')
+  if lowering == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  return lowering
 
 Dtype = Any
 Padding = str | Sequence[tuple[int, int]]
@@ -119,8 +139,32 @@ def _polyphase_temporal_conv(x, kernel, stride, padding):
 
 
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-           padding: Sequence[tuple[int, int]]) -> jax.Array:
-  """A 3-D convolution of NTHWC `x`, lowered by kernel shape (module doc)."""
+           padding: Sequence[tuple[int, int]],
+           lowering: str = 'cpu') -> jax.Array:
+  """A 3-D convolution of NTHWC `x`.
+
+  Lowered by kernel shape with `lowering='cpu'` (module doc), as one XLA
+  3-D conv with 'xla'. On a mesh with a time axis, a conv with a temporal
+  window runs time-sharded with halo frames (vidjax/parallel/halo.py).
+  """
+  strides = tuple(strides)
+  padding = [tuple(p) for p in padding]
+  kt, st = kernel.shape[0], strides[0]
+
+  # Even a 1×k×k conv runs per time shard: folding N·T into the batch of a
+  # 2-D conv mixes the data and time splits, and the partitioner would
+  # gather whole clips to do it (seen in the HLO; docs/scale.md).
+  def op(x, kernel, padding):
+    return _local_conv3d(x, kernel, strides, [padding, *pads_hw], lowering)
+
+  pads_hw = padding[1:]
+  return halo.temporal_window(op, x, kernel, window=kt, stride=st,
+                              padding=padding[0], pad_value=0.0)
+
+
+def _local_conv3d(x, kernel, strides, padding, lowering):
+  if lowering == 'xla':
+    return _conv(x, kernel, strides, padding, 3)
   kt, kh, kw, c_in, c_out = kernel.shape
   st, sh, sw = strides
   (pt, ph, pw) = padding
@@ -159,18 +203,23 @@ class Conv3D(nn.Module):
   bias_init: Any = nn.initializers.zeros
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
+  lowering: str = 'cpu'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = (*self.kernel_size, x.shape[-1], self.features)
-    kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
-    bias = (self.param('bias', self.bias_init, (self.features,),
-                       self.param_dtype) if self.use_bias else None)
+    kernel = self.param(
+        'kernel', nn.with_logical_partitioning(self.kernel_init,
+                                               rules_lib.CONV_KERNEL),
+        shape, self.param_dtype)
+    bias = (self.param('bias', nn.with_logical_partitioning(
+        self.bias_init, ('conv_out',)), (self.features,), self.param_dtype)
+            if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
     pads = explicit_padding(self.padding, x.shape[1:4], self.kernel_size,
                             self.strides)
-    y = conv3d(x, kernel, self.strides, pads)
+    y = conv3d(x, kernel, self.strides, pads, resolve_lowering(self.lowering))
     return y if bias is None else y + bias
 
 
@@ -232,16 +281,19 @@ CONV_KINDS = ('2d', '3d', 'sep')
 
 def batch_norm_relu(numerics: ConvNumerics, train: bool, name: str,
                     dtype: Dtype | None = None,
-                    param_dtype: Dtype = jnp.float32) -> BatchNormReLU:
+                    param_dtype: Dtype = jnp.float32, groups: int = 1,
+                    lowering: str = 'cpu') -> BatchNormReLU:
   """BN over NTHWC with a reference's epsilon, momentum and scale, then ReLU.
 
-  Its hand-written gradient writes less memory than autodiff through BN and
-  ReLU (vidjax/layers/norm.py).
+  With lowering 'cpu', its hand-written gradient writes less memory than
+  autodiff through BN and ReLU (vidjax/layers/norm.py). `groups`: batch
+  statistics per group of clips (synchronised BN over k devices).
   """
   return BatchNormReLU(
       use_running_average=not train, momentum=numerics.bn_momentum,
       epsilon=numerics.bn_epsilon, use_scale=numerics.bn_scale, dtype=dtype,
-      param_dtype=param_dtype, name=name)
+      param_dtype=param_dtype, groups=groups,
+      custom_gradient=resolve_lowering(lowering) == 'cpu', name=name)
 
 
 class STConv(nn.Module):
@@ -263,9 +315,15 @@ class STConv(nn.Module):
   numerics: ConvNumerics = TF_SLIM
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
+  # BN statistics per this many equal groups of the batch (norm.py).
+  bn_groups: int = 1
+  lowering: str = 'cpu'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    return rules_lib.constrain(self.unit(x, train), rules_lib.VIDEO)
+
+  def unit(self, x: jax.Array, train: bool) -> jax.Array:
     if self.kind not in CONV_KINDS:
       raise ValueError(f'kind must be one of {CONV_KINDS}, got {self.kind!r}')
     k, kt = self.kernel_size, self.temporal_kernel_size
@@ -276,9 +334,10 @@ class STConv(nn.Module):
       kt = 1
       st = 1 if self.temporal_stride is None else self.temporal_stride
     common = dict(padding=self.numerics.padding, dtype=self.dtype,
-                  param_dtype=self.param_dtype)
+                  param_dtype=self.param_dtype, lowering=self.lowering)
     norm_relu = lambda name: batch_norm_relu(  # noqa: E731
-        self.numerics, train, name, self.dtype, self.param_dtype)
+        self.numerics, train, name, self.dtype, self.param_dtype,
+        self.bn_groups, self.lowering)
     if self.kind == 'sep' and kt > 1:
       x = Conv3D(self.features, (1, k, k), (1, s, s), name='conv', **common)(x)
       x = norm_relu('bn')(x)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from vidjax.layers.conv import default_kernel_init
+from vidjax.parallel import rules as rules_lib
 
 
 class SelfGating(nn.Module):
@@ -22,8 +23,14 @@ class SelfGating(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    # On a time-sharded mesh this mean is an all-reduce over the time axis.
     context = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
     logits = nn.Dense(x.shape[-1], use_bias=self.use_bias,
-                      kernel_init=default_kernel_init, dtype=self.dtype,
+                      kernel_init=nn.with_logical_partitioning(
+                          default_kernel_init, ('conv_in', 'conv_out')),
+                      bias_init=nn.with_logical_partitioning(
+                          nn.initializers.zeros, ('conv_out',)),
+                      dtype=self.dtype,
                       param_dtype=self.param_dtype, name='gate')(context)
-    return jax.nn.sigmoid(logits).astype(x.dtype) * x
+    return rules_lib.constrain(jax.nn.sigmoid(logits).astype(x.dtype) * x,
+                               rules_lib.VIDEO)

@@ -32,14 +32,15 @@ Dtype = Any
 
 
 def _moments(x):
-  """Batch mean and variance per channel (last axis), in float32.
+  """Batch mean and variance per group and channel, in float32.
 
-  nn.BatchNorm's default ("fast variance"): E[x²] - E[x]², clipped at 0.
+  x is [G, N/G, ..., C]; the statistics are [G, 1, ..., 1, C]. nn.BatchNorm's
+  default ("fast variance"): E[x²] - E[x]², clipped at 0.
   """
-  axes = tuple(range(x.ndim - 1))
+  axes = tuple(range(1, x.ndim - 1))
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = x.mean(axes)
-  mean_sq = jnp.square(x).mean(axes)
+  mean = x.mean(axes, keepdims=True)
+  mean_sq = jnp.square(x).mean(axes, keepdims=True)
   return mean, jnp.maximum(0.0, mean_sq - jnp.square(mean))
 
 
@@ -54,13 +55,20 @@ def _apply(x, mean, var, scale, bias, epsilon, dtype):
   return jnp.maximum(y, 0).astype(dtype)
 
 
+def bn_relu_reference(x, scale, bias, epsilon, dtype):
+  """`bn_relu_train` by autodiff: the plain XLA lowering (TPU)."""
+  mean, var = _moments(x)
+  return _apply(x, mean, var, scale, bias, epsilon, dtype), mean, var
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def bn_relu_train(x, scale, bias, epsilon, dtype):
-  """Training-mode BN (batch statistics over all but the last axis) + ReLU.
+  """Training-mode BN + ReLU of grouped x [G, N/G, ..., C].
 
-  Returns (y, mean, var). The statistics are outputs only so that the caller
-  can update running averages; they are not differentiable (the caller stops
-  their gradient).
+  Statistics are per group, over all axes but the first and the last.
+  Returns (y, mean, var), the statistics as [G, 1, ..., 1, C]. They are
+  outputs only so that the caller can update running averages; they are not
+  differentiable (the caller stops their gradient).
   """
   return _bn_relu_fwd(x, scale, bias, epsilon, dtype)[0]
 
@@ -77,23 +85,24 @@ def _bn_relu_bwd(epsilon, dtype, residuals, cotangents):
   x, y, scale, mean, inv_std = residuals
   g = cotangents[0]
   x_dtype = x.dtype
-  axes = tuple(range(x.ndim - 1))
-  count = x.size // x.shape[-1]
+  axes = tuple(range(1, x.ndim - 1))
+  count = x.size // (x.shape[0] * x.shape[-1])
   f32 = inv_std.dtype
   # ReLU's gradient: y > 0 exactly where the pre-activation was > 0, and
   # relu'(0) = 0 as in jax.nn.relu. y >= 0, so the mask is sign(y).
   g = g.astype(f32) * jnp.sign(y).astype(f32)
   x = x.astype(f32)
-  g_sum = g.sum(axes)                                   # d bias
+  g_sum = g.sum(axes, keepdims=True)                    # d bias, per group
   # d scale = Σ g · x̂ = (Σ g·x - μ Σ g) / σ. Written without x - μ, the
   # reductions need no per-channel broadcast, which YNNPACK cannot fuse:
   # XLA would otherwise write x - μ out in full for every layer.
-  g_dot = ((g * x).sum(axes) - mean * g_sum) * inv_std
+  g_dot = ((g * x).sum(axes, keepdims=True) - mean * g_sum) * inv_std
   # d x = scale/σ · (g - mean(g) - x̂ · mean(g · x̂)), with x̂ = (x - μ)/σ.
   k = scale * inv_std
   dx = k * (g - g_sum / count - (x - mean) * (inv_std * g_dot / count))
-  return dx.astype(x_dtype), g_dot.astype(scale.dtype), g_sum.astype(
-      scale.dtype)
+  per_channel = lambda v: v.reshape(-1, v.shape[-1]).sum(0)  # noqa: E731
+  return (dx.astype(x_dtype), per_channel(g_dot).astype(scale.dtype),
+          per_channel(g_sum).astype(scale.dtype))
 
 
 bn_relu_train.defvjp(_bn_relu_fwd, _bn_relu_bwd)
@@ -103,7 +112,14 @@ class BatchNormReLU(nn.Module):
   """relu(BatchNorm(x)) over the last axis, with nn.BatchNorm's variables.
 
   Attributes mirror nn.BatchNorm's (there is no bias switch: the layer always
-  has a bias, as every BN of this family does).
+  has a bias, as every BN of this family does), plus:
+    groups: the batch splits into this many equal groups of consecutive
+      clips, each normalised by its own statistics: on a mesh whose data
+      axis holds the batch in order, BN synchronised over groups of devices
+      (PySlowFast's NUM_SYNC_DEVICES). 1: statistics of the whole batch.
+      The running averages take the mean of the groups' statistics.
+    custom_gradient: the hand-written gradient (fastest on XLA:CPU) or
+      autodiff (the 'xla' lowering). Same values either way.
   """
   use_running_average: bool = False
   momentum: float = 0.99
@@ -111,18 +127,22 @@ class BatchNormReLU(nn.Module):
   use_scale: bool = True
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
+  groups: int = 1
+  custom_gradient: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     features = x.shape[-1]
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
-                            jnp.float32)
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
-                           jnp.float32)
-    scale = (self.param('scale', nn.initializers.ones, (features,),
+    channels = lambda init: nn.with_logical_partitioning(  # noqa: E731
+        init, ('channels',))
+    ra_mean = self.variable('batch_stats', 'mean', channels(jnp.zeros),
+                            (features,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', channels(jnp.ones),
+                           (features,), jnp.float32)
+    scale = (self.param('scale', channels(nn.initializers.ones), (features,),
                         self.param_dtype) if self.use_scale
              else jnp.ones((features,), self.param_dtype))
-    bias = self.param('bias', nn.initializers.zeros, (features,),
+    bias = self.param('bias', channels(nn.initializers.zeros), (features,),
                       self.param_dtype)
     dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
     scale = scale.astype(jnp.float32)
@@ -130,9 +150,17 @@ class BatchNormReLU(nn.Module):
     if self.use_running_average:
       return _apply(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon,
                     dtype)
-    y, mean, var = bn_relu_train(x, scale, bias, self.epsilon, dtype)
+    if x.shape[0] % self.groups:
+      raise ValueError(f'batch of {x.shape[0]} does not split into '
+                       f'{self.groups} BN groups')
+    grouped = x.reshape(self.groups, x.shape[0] // self.groups, *x.shape[1:])
+    train_fn = bn_relu_train if self.custom_gradient else bn_relu_reference
+    y, mean, var = train_fn(grouped, scale, bias, self.epsilon, dtype)
+    y = y.reshape(x.shape)
     if not self.is_initializing():
       mean, var = jax.lax.stop_gradient((mean, var))
+      mean = mean.reshape(-1, features).mean(0)
+      var = var.reshape(-1, features).mean(0)
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y

@@ -30,8 +30,11 @@ pass the first column of that row.
 from collections.abc import Sequence
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from vidjax.parallel import halo
 
 
 def _along(x, axis, start, stop, step=1):
@@ -127,17 +130,7 @@ def _max_pool_1d_bwd(axis, window, stride, padding, residuals, g):
 _max_pool_1d.defvjp(_max_pool_1d_fwd, _max_pool_1d_bwd)
 
 
-def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
-             padding: Sequence[tuple[int, int]]) -> jax.Array:
-  """Max over (T, H, W) windows of NTHWC `x`, with explicit per-axis padding.
-
-  Equals `flax.linen.max_pool(x, window, strides, padding)`, gradient
-  included (tested).
-  """
-  if not len(window) == len(strides) == len(padding) == x.ndim - 2:
-    raise ValueError(f'need one window, stride and padding per spatial axis '
-                     f'of a {x.ndim}-D input, got {window}, {strides}, '
-                     f'{padding}')
+def _separable_max_pool(x, window, strides, padding):
   # Last spatial axis first: see the module doc for why the order matters.
   for axis in reversed(range(len(window))):
     pads = tuple(padding[axis])
@@ -145,3 +138,31 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
       continue
     x = _max_pool_1d(x, axis + 1, window[axis], strides[axis], pads)
   return x
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
+             padding: Sequence[tuple[int, int]],
+             lowering: str = 'cpu') -> jax.Array:
+  """Max over (T, H, W) windows of NTHWC `x`, with explicit per-axis padding.
+
+  Equals `flax.linen.max_pool(x, window, strides, padding)`, gradient
+  included (tested). `lowering='xla'` runs that (reduce_window) instead of
+  the separable pool. On a mesh with a time axis, a pool with a temporal
+  window runs time-sharded with halo frames (vidjax/parallel/halo.py).
+  """
+  if not len(window) == len(strides) == len(padding) == x.ndim - 2:
+    raise ValueError(f'need one window, stride and padding per spatial axis '
+                     f'of a {x.ndim}-D input, got {window}, {strides}, '
+                     f'{padding}')
+  padding = [tuple(p) for p in padding]
+  pool = (_separable_max_pool if lowering == 'cpu' else
+          lambda x, w, s, p: nn.max_pool(x, tuple(w), tuple(s), p))
+  if window[0] == 1 and strides[0] == 1 and padding[0] == (0, 0):
+    return pool(x, window, strides, padding)
+
+  def op(x, padding):
+    return pool(x, window, strides, [padding, *pads_hw])
+
+  pads_hw = padding[1:]
+  return halo.temporal_window(op, x, window=window[0], stride=strides[0],
+                              padding=padding[0], pad_value=-jnp.inf)

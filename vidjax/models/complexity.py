@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -80,6 +81,6 @@ def abstract_variables(model, input_shape, dtype=jnp.float32):
   """The model's variables as ShapeDtypeStructs, without materialising them."""
   x = jnp.zeros((1, *tuple(input_shape)[1:]), dtype)
   return jax.eval_shape(
-      lambda: model.init({'params': jax.random.key(0),
-                          'dropout': jax.random.key(1)}, x))
+      lambda: nn.unbox(model.init({'params': jax.random.key(0),
+                          'dropout': jax.random.key(1)}, x)))
 

@@ -12,6 +12,7 @@ Mixed_4b/Branch_1/Conv2d_0b_3x3, ...), so checkpoints map by name and the
 intermediate features carry the names papers use.
 """
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -21,6 +22,9 @@ import jax.numpy as jnp
 from vidjax.layers import conv as conv_lib
 from vidjax.layers import pool as pool_lib
 from vidjax.layers.gating import SelfGating
+from vidjax.parallel import rules as rules_lib
+
+REMAT = ('none', 'block', 'full')
 
 # Branch widths (b0, b1a, b1b, b2a, b2b, b3) per Inception block.
 INCEPTION_WIDTHS = {
@@ -54,9 +58,11 @@ def parse_schedule_entry(entry: str) -> tuple[str, bool]:
   return kind, gate == 'gate'
 
 
-def max_pool(x, window, strides, padding):
+def max_pool(x, window, strides, padding, lowering='cpu'):
   pads = conv_lib.explicit_padding(padding, x.shape[1:4], window, strides)
-  return pool_lib.max_pool(x, window, strides, pads)
+  y = pool_lib.max_pool(x, window, strides, pads,
+                        conv_lib.resolve_lowering(lowering))
+  return rules_lib.constrain(y, rules_lib.VIDEO)
 
 
 class InceptionBlock(nn.Module):
@@ -67,6 +73,8 @@ class InceptionBlock(nn.Module):
   gating_bias: bool
   numerics: conv_lib.ConvNumerics
   dtype: Any = None
+  bn_groups: int = 1
+  lowering: str = 'cpu'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -75,7 +83,8 @@ class InceptionBlock(nn.Module):
     # every model of the family.
     unit = lambda f, k, name: conv_lib.STConv(  # noqa: E731
         f, k, temporal_kernel_size=3, kind=self.kind if k > 1 else '2d',
-        numerics=self.numerics, dtype=self.dtype, name=name)
+        numerics=self.numerics, dtype=self.dtype, bn_groups=self.bn_groups,
+        lowering=self.lowering, name=name)
     gate = lambda y, name: (  # noqa: E731
         SelfGating(self.gating_bias, dtype=self.dtype, name=name)(y)
         if self.gated else y)
@@ -89,10 +98,12 @@ class InceptionBlock(nn.Module):
     y2 = unit(b2b, 3, 'Branch_2/Conv2d_0b_3x3')(y2, train)
     y2 = gate(y2, 'Branch_2/gating')
     y3 = max_pool(x, (3, 3, 3), (1, 1, 1),
-                  self.numerics.pool_padding or self.numerics.padding)
+                  self.numerics.pool_padding or self.numerics.padding,
+                  self.lowering)
     y3 = unit(b3, 1, 'Branch_3/Conv2d_0b_1x1')(y3, train)
     y3 = gate(y3, 'Branch_3/gating')
-    return jnp.concatenate([y0, y1, y2, y3], axis=-1)
+    return rules_lib.constrain(jnp.concatenate([y0, y1, y2, y3], axis=-1),
+                               rules_lib.VIDEO)
 
 
 class InceptionVideoNet(nn.Module):
@@ -109,6 +120,18 @@ class InceptionVideoNet(nn.Module):
       ConvNumerics or a preset's name, 'tf_slim', 'torchvision', 'googlenet'.
     gating_bias: the gate's affine has a bias (the paper) or not (TF-slim).
     dropout_rate: before the classifier (TF-slim keeps 0.8).
+    bn_groups: BN statistics per this many equal groups of the batch
+      (layers/norm.py); the trainer sets it from config.bn_sync_devices.
+    lowering: 'cpu', 'xla' or 'auto' (by platform): how convs, pools and
+      BN+ReLU are lowered (layers/conv.py). Same parameters and values.
+    remat: what the backward pass recomputes instead of keeping: 'none';
+      'block', each Inception block from its input (the block outputs are
+      kept); 'full', also each stem unit (Conv2d_1a … 2c, the largest
+      activations), so only block and stem-unit outputs are kept.
+
+  Activations carry logical axis names (batch, time, height, width,
+  channels) and parameters theirs (vidjax/parallel/rules.py); on a mesh with
+  a time axis the clip stays split along T through the whole network.
   """
   num_classes: int
   schedule: Sequence[str] = ('sep+gate',) * len(SCHEDULED_BLOCKS)
@@ -124,6 +147,9 @@ class InceptionVideoNet(nn.Module):
   # statistics used at evaluation catch up with the weights).
   bn_momentum: float | None = None
   dtype: Any = None
+  bn_groups: int = 1
+  lowering: str = 'auto'
+  remat: str = 'none'
 
   def depth(self, channels: int) -> int:
     return max(int(channels * self.depth_multiplier), self.min_depth)
@@ -135,8 +161,19 @@ class InceptionVideoNet(nn.Module):
       raise ValueError(f'schedule needs {len(SCHEDULED_BLOCKS)} entries '
                        f'({", ".join(SCHEDULED_BLOCKS)}), got '
                        f'{len(self.schedule)}')
+    if self.remat not in REMAT:
+      raise ValueError(f'unknown remat {self.remat!r}; known: '
+                       f'{", ".join(REMAT)}')
     plan = dict(zip(SCHEDULED_BLOCKS, map(parse_schedule_entry,
                                           self.schedule)))
+    lowering = conv_lib.resolve_lowering(self.lowering)
+    # The backward pass recomputes a rematerialised module from its input.
+    block_cls = (nn.remat(InceptionBlock, static_argnums=(2,))
+                 if self.remat != 'none' else InceptionBlock)
+    unit_cls = (nn.remat(conv_lib.STConv, static_argnums=(2,))
+                if self.remat == 'full' else conv_lib.STConv)
+    unit = functools.partial(unit_cls, bn_groups=self.bn_groups,
+                             lowering=lowering, dtype=self.dtype)
     numerics = conv_lib.resolve_numerics(self.numerics)
     if self.bn_momentum is not None:
       numerics = dataclasses.replace(numerics, bn_momentum=self.bn_momentum)
@@ -144,20 +181,20 @@ class InceptionVideoNet(nn.Module):
     padding = numerics.pool_padding or numerics.padding
     features = {}
     x = video.astype(self.dtype) if self.dtype else video
+    x = rules_lib.constrain(x, rules_lib.VIDEO)
 
-    x = conv_lib.STConv(
+    x = unit(
         self.depth(64), 7, temporal_kernel_size=self.stem_temporal_kernel,
         # TF-slim strides the stem by 2 in time even when it is 2D (I2D).
         kind=self.stem, stride=2, temporal_stride=2, numerics=numerics,
-        dtype=self.dtype, name='Conv2d_1a_7x7')(x, train)
+        name='Conv2d_1a_7x7')(x, train)
     features['Conv2d_1a_7x7'] = x
-    x = max_pool(x, (1, 3, 3), (1, 2, 2), padding)
-    x = conv_lib.STConv(self.depth(64), 1, numerics=numerics,
-                        dtype=self.dtype, name='Conv2d_2b_1x1')(x, train)
+    x = max_pool(x, (1, 3, 3), (1, 2, 2), padding, lowering)
+    x = unit(self.depth(64), 1, numerics=numerics,
+             name='Conv2d_2b_1x1')(x, train)
     kind, gated = plan['Conv2d_2c_3x3']
-    x = conv_lib.STConv(self.depth(192), 3, temporal_kernel_size=3, kind=kind,
-                        numerics=numerics, dtype=self.dtype,
-                        name='Conv2d_2c_3x3')(x, train)
+    x = unit(self.depth(192), 3, temporal_kernel_size=3, kind=kind,
+             numerics=numerics, name='Conv2d_2c_3x3')(x, train)
     if gated:
       x = SelfGating(self.gating_bias, dtype=self.dtype,
                      name='Conv2d_2c_3x3_gating')(x)
@@ -166,12 +203,13 @@ class InceptionVideoNet(nn.Module):
     for name, widths in INCEPTION_WIDTHS.items():
       if name in POOLS_BEFORE:
         pool_name, window, strides = POOLS_BEFORE[name]
-        x = max_pool(x, window, strides, padding)
+        x = max_pool(x, window, strides, padding, lowering)
         features[pool_name] = x
       kind, gated = plan[name]
-      x = InceptionBlock(tuple(map(self.depth, widths)), kind, gated,
-                         self.gating_bias, numerics, dtype=self.dtype,
-                         name=name)(x, train)
+      x = block_cls(tuple(map(self.depth, widths)), kind, gated,
+                    self.gating_bias, numerics, dtype=self.dtype,
+                    bn_groups=self.bn_groups, lowering=lowering,
+                    name=name)(x, train)
       features[name] = x
 
     logits = self.head(x, train)
@@ -186,6 +224,10 @@ class InceptionVideoNet(nn.Module):
     window = tuple(min(n, k) for n, k in zip(x.shape[1:4], (2, 7, 7)))
     x = nn.avg_pool(x, window, strides=(1, 1, 1), padding='VALID')
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=conv_lib.default_kernel_init,
+    x = nn.Dense(self.num_classes,
+                 kernel_init=nn.with_logical_partitioning(
+                     conv_lib.default_kernel_init, ('conv_in', 'classes')),
+                 bias_init=nn.with_logical_partitioning(
+                     nn.initializers.zeros, ('classes',)),
                  dtype=self.dtype, name='Logits')(x)
     return jnp.mean(x, axis=(1, 2, 3)).astype(jnp.float32)

@@ -16,8 +16,12 @@ def make_manager(workdir: str, *, save_every_steps: int,
       # Synchronous saves: the demo machine has two cores, and a finished
       # save is what makes a SIGTERM-triggered exit safe.
       enable_async_checkpointing=False)
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
+  if '://' not in workdir:  # gs:// and other URLs stay as they are.
+    workdir = os.path.abspath(workdir)
+  # Every process calls save and restore: orbax writes each array's shards
+  # from the process that holds them, and the metadata from process 0.
+  return ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+                               options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, *,

@@ -156,7 +156,7 @@ def input_counts(counts: np.ndarray | None) -> dict:
 
 
 def evaluate(model, state, config: ml_collections.ConfigDict, mesh,
-             meta) -> dict:
+             meta, *, eval_step=None, video_sharding=None) -> dict:
   """Evaluates `state` on `config.data.eval_split` with the multi-view test.
 
   Any `config.eval_batch_size` works (it need not divide by the device
@@ -171,14 +171,15 @@ def evaluate(model, state, config: ml_collections.ConfigDict, mesh,
   data = config.data
   split = data.eval_split
 
-  def eval_step(state, video):
+  def default_eval_step(state, video):
     logits = model.apply(
         {'params': state.params, 'batch_stats': state.batch_stats},
         video, train=False)
     return jax.nn.log_softmax(logits.astype(jnp.float32))
 
   sharding = mesh_lib.batch_sharding(mesh)
-  eval_step = jax.jit(eval_step, out_shardings=sharding)
+  eval_step = eval_step or jax.jit(default_eval_step, out_shardings=sharding)
+  video_sharding = video_sharding or (lambda _: sharding)
   local_batch = config.eval_batch_size // jax.process_count()
   dataset = pipeline.build_dataset(
       data, split, train=False, batch_size=local_batch, seed=config.seed,
@@ -193,7 +194,8 @@ def evaluate(model, state, config: ml_collections.ConfigDict, mesh,
     if padded_size != local_batch:
       video = np.concatenate([video, np.zeros(
           (padded_size - local_batch, *video.shape[1:]), video.dtype)])
-    global_video = jax.make_array_from_process_local_data(sharding, video)
+    global_video = jax.make_array_from_process_local_data(
+        video_sharding(padded_size * jax.process_count()), video)
     out = eval_step(state, global_video)
     if jax.process_count() > 1:
       out = multihost_utils.global_array_to_host_local_array(

@@ -1,4 +1,7 @@
 """Training curves as a PNG, for people who would rather look than read."""
+import io
+
+from etils import epath
 import matplotlib
 
 matplotlib.use('Agg')
@@ -17,5 +20,8 @@ def plot_curves(history: list[dict], path: str):
   for ax in (ax_loss, ax_acc):
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  # Through epath: the workdir may be a gs:// URL.
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=100)
   plt.close(fig)
+  epath.Path(path).write_bytes(buffer.getvalue())

@@ -5,56 +5,62 @@ jit(init) → resume → jit(train_step, donate) → loop (log, checkpoint) → 
 """
 import json
 import os
-import signal
 import time
 from typing import Any
 
-import flax
+from etils import epath
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from clu import metric_writers
 
 from vidjax.data import pipeline
 from vidjax.errors import VidjaxError
 from vidjax.models import complexity
-from vidjax.models import create_model
 from vidjax.parallel import mesh as mesh_lib
-from vidjax.train import checkpoint, evaluate, losses, metrics, optim, report
+from vidjax.train import checkpoint, evaluate, report
 from vidjax.train import init_from as init_from_lib
+from vidjax.train import preemption
+from vidjax.train import steps as steps_lib
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
+TrainState = steps_lib.TrainState
+
+# Exit status after a preemption save: sysexits' EX_TEMPFAIL, "try again".
+# launch/tpu_vm.py reruns the same command on it, which resumes exactly.
+PREEMPTED_EXIT_CODE = 75
+
+
+class Preempted(VidjaxError):
+  """Stopped by a signal after saving a checkpoint; rerun to resume."""
+  exit_code = PREEMPTED_EXIT_CODE
 
 
 def prepare_workdir(workdir: str) -> str:
-  """Creates `workdir` and proves it writable before any compute is spent."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  """Creates `workdir` and proves it writable before any compute is spent.
+
+  A local path or a cloud URL (gs://bucket/dir, through etils.epath), so
+  that checkpoints of a TPU VM survive the VM.
+  """
+  if '://' not in str(workdir):
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+  path = epath.Path(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f'.write_test_{jax.process_index()}_{os.getpid()}'
+    probe.write_text('ok')
+    probe.unlink()
   except OSError as e:
     raise VidjaxError(f'workdir {workdir} is not writable: '
                       f'{e.strerror or e}') from None
-  return workdir
+  return str(workdir)
 
 
 def write_json(path: str, payload: dict):
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  tmp = epath.Path(f'{path}.tmp')
+  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+  tmp.replace(path)  # Overwrites, unlike rename.
 
 
 class Progress:
@@ -82,20 +88,66 @@ class Progress:
             f'ETA {eta_text}')
 
 
-def _init_from(config, state: TrainState, tx, state_sharding) -> TrainState:
-  """Overlays converted weights (config.init_from) on a fresh state."""
-  fresh = jax.device_get({'params': state.params,
-                          'batch_stats': state.batch_stats})
+def _init_from(config, setup, state) -> TrainState:
+  """Overlays converted weights (config.init_from) on a fresh state.
+
+  The fresh state stays on the devices (only its shapes and the kept-fresh
+  head are used) and every loaded array goes straight to its shards.
+  """
+  fresh = {'params': state.params, 'batch_stats': state.batch_stats}
   merged, kept_fresh = init_from_lib.load(config.init_from,
                                           config.model_name, fresh)
   print(f'Initialised from {config.init_from}'
         + (f'; kept fresh: {", ".join(kept_fresh)}' if kept_fresh else ''),
         flush=True)
-  params, batch_stats = merged['params'], merged.get('batch_stats', {})
+  target = {'params': setup.state_sharding.params,
+            'batch_stats': setup.state_sharding.batch_stats}
+  merged = jax.tree.map(
+      lambda v, s: v if isinstance(v, jax.Array) else
+      jax.make_array_from_callback(v.shape, s, lambda i, v=v: v[i]),
+      merged, target)
   # The optimizer state starts over for the new parameters.
-  state = state.replace(params=params, batch_stats=batch_stats,
-                        opt_state=tx.init(params))
-  return jax.device_put(state, state_sharding)
+  opt_state = jax.jit(setup.tx.init,
+                      out_shardings=setup.state_sharding.opt_state)(
+                          merged['params'])
+  return state.replace(params=merged['params'],
+                       batch_stats=merged.get('batch_stats', {}),
+                       opt_state=opt_state)
+
+
+def train_stream(config, start_step: int):
+  """This process's rows of every global training batch, from `start_step`.
+
+  The data order is a pure function of (seed, step) and of the number of
+  input shards, `config.data.input_shards` (default: one per process): the
+  global batch is the concatenation of that many streams, each reading only
+  its own files. A process runs `input_shards / process_count` of them, so
+  one process with input_shards=2 trains on exactly the batches of two
+  processes (tests/parallel/test_multihost.py), and a resumed run sees
+  exactly the batches an uninterrupted one would have.
+  """
+  n_proc, index = jax.process_count(), jax.process_index()
+  shards = int(config.data.get('input_shards') or n_proc)
+  if shards % n_proc or config.batch_size % shards:
+    raise VidjaxError(
+        f'config.data.input_shards={shards} must be a multiple of the '
+        f'{n_proc} processes and divide config.batch_size='
+        f'{config.batch_size}')
+  per_process = shards // n_proc
+  streams = [pipeline.build_dataset(
+      config.data, config.data.train_split, train=True,
+      batch_size=config.batch_size // shards, seed=config.seed,
+      start_step=start_step, process_index=index * per_process + j,
+      process_count=shards).as_numpy_iterator() for j in range(per_process)]
+  while True:
+    parts = [next(s) for s in streams]
+    if len(parts) == 1:
+      yield parts[0]
+      continue
+    batch = {k: np.concatenate([p[k] for p in parts])
+             for k in parts[0] if k != 'counts'}
+    batch['counts'] = sum(p['counts'] for p in parts)
+    yield batch
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -121,146 +173,83 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       raise VidjaxError(
           f'dataset {config.data.name!r} has no split {split!r}; available: '
           f'{", ".join(sorted(meta.num_examples))}')
-  n_dev, n_proc = jax.device_count(), jax.process_count()
+  n_proc = jax.process_count()
+
+  # ------------------------------------------- Mesh, model and shardings.
+  mesh = mesh_lib.make_mesh(config.get('mesh'))
   for key in ('batch_size', 'eval_batch_size'):
-    if config[key] % n_dev:
-      raise VidjaxError(f'config.{key}={config[key]} must be divisible by '
-                        f'the {n_dev} devices')
-
-  # ------------------------------------------------------------------ Model.
-  model = create_model(config.model_name, num_classes=meta.num_classes,
-                       **config.model.to_dict())
+    mesh_lib.check_batch(config[key], mesh, key)
   total_steps = config.total_steps
-  tx = optim.make_optimizer(config.optimizer, total_steps)
-  clip_shape = (config.data.num_frames, config.data.crop_size,
-                config.data.crop_size, 3)
-
-  def init(rng):
-    variables = model.init({'params': rng, 'dropout': rng},
-                           jnp.zeros((1, *clip_shape), jnp.float32))
-    params = variables['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}),
-                      opt_state=tx.init(params))
-
-  # ------------------------------------------------- Mesh and shardings.
-  mesh = mesh_lib.make_mesh()
+  setup = steps_lib.build(config, meta.num_classes, mesh)
+  model = setup.model
   rng = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(init, rng)
-  state_sharding = jax.tree.map(lambda _: mesh_lib.replicated(mesh),
-                                abstract_state)
-  data_sharding = mesh_lib.batch_sharding(mesh)
-  num_params = complexity.count_params(abstract_state.params)
+  num_params = complexity.count_params(setup.abstract_state.params)
   logging.info('model %s: %d parameters, mesh %s', config.model_name,
-               num_params, dict(mesh.shape))
+               num_params, mesh_lib.describe(mesh))
 
   # ---------------------------------------------------- Init or resume.
   manager = checkpoint.make_manager(
       workdir, save_every_steps=config.checkpoint_every_steps,
       keep=config.keep_checkpoints)
-  restore_target = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract_state, state_sharding)
-  start_step, state = checkpoint.restore_latest(manager, restore_target)
-  if state is None:
-    start_step = 0
-    state = jax.jit(init, out_shardings=state_sharding)(rng)
-    if config.get('init_from'):
-      state = _init_from(config, state, tx, state_sharding)
-  else:
-    print(f'Resuming from checkpoint at step {start_step} in {workdir}',
-          flush=True)
-
-  # ------------------------------------------------------------- Steps.
-  def train_step(state: TrainState, batch, rng):
-    dropout_rng = jax.random.fold_in(rng, state.step)
-
-    def loss_fn(params):
-      logits, new_vars = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats},
-          batch['video'], train=True, mutable=['batch_stats'],
-          rngs={'dropout': dropout_rng})
-      per_example = losses.softmax_cross_entropy(
-          logits, batch['label'], config.label_smoothing)
-      # Masked: only a stream starting on a skipped record has mask 0 rows.
-      loss = (jnp.sum(per_example * batch['mask'])
-              / jnp.maximum(jnp.sum(batch['mask']), 1.0))
-      return loss, (logits, per_example, new_vars)
-
-    grads, (logits, per_example, new_vars) = jax.grad(
-        loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1, params=optax.apply_updates(state.params, updates),
-        batch_stats=new_vars.get('batch_stats', state.batch_stats),
-        opt_state=opt_state)
-    sums = metrics.batch_metrics(logits, batch['label'], batch['mask'],
-                                 per_example)
-    sums['lr'] = optim.learning_rate_schedule(
-        config.optimizer, total_steps)(state.step)
-    return new_state, sums
-
-  batch_shardings = {'video': data_sharding, 'label': data_sharding,
-                     'mask': data_sharding}
-  train_step = jax.jit(
-      train_step, in_shardings=(state_sharding, batch_shardings,
-                                mesh_lib.replicated(mesh)),
-      out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
-      donate_argnums=(0,))
+  with setup.context():
+    start_step, state = checkpoint.restore_latest(manager,
+                                                  setup.abstract_state)
+    if state is None:
+      start_step = 0
+      state = setup.init(rng)
+      if config.get('init_from'):
+        state = _init_from(config, setup, state)
+    elif is_chief:
+      print(f'Resuming from checkpoint at step {start_step} in {workdir}',
+            flush=True)
 
   # -------------------------------------------------------------- Loop.
-  stop = {'signal': None}
-
-  def on_signal(signum, _):
-    stop['signal'] = signum
-
-  previous = {s: signal.signal(s, on_signal)
-              for s in (signal.SIGTERM, signal.SIGINT)}
+  stop = preemption.StopSignal()
   history, interval = [], []
   progress = Progress(start_step, total_steps, config.batch_size)
-  # The stream is a pure function of (seed, step), so a resumed run sees
-  # exactly the batches an uninterrupted one would have.
-  train_iter = pipeline.build_dataset(
-      config.data, config.data.train_split, train=True,
-      batch_size=config.batch_size // n_proc, seed=config.seed,
-      start_step=start_step, process_index=jax.process_index(),
-      process_count=n_proc).as_numpy_iterator()
+  train_iter = train_stream(config, start_step)
   step = start_step
   input_counts = None  # Running totals of skipped/padded training records.
   try:
-    while step < total_steps:
-      local = next(train_iter)
-      input_counts = local.pop('counts')[-1]
-      batch = mesh_lib.to_global_batch(local, mesh)
-      state, sums = train_step(state, batch, rng)
-      interval.append(sums)
-      step += 1
-      if step % config.log_every_steps == 0 or step == total_steps:
-        # Averages over the whole interval, not the last (noisy) batch.
-        interval = jax.device_get(interval)
-        count = sum(float(s['count']) for s in interval)
-        scalars = {f'train/{k}': sum(float(s[k]) for s in interval) / count
-                   for k in ('loss', 'top1', 'top5')}
-        scalars['train/lr'] = float(interval[-1]['lr'])
-        interval = []
-        writer.write_scalars(step, scalars)
-        history.append({'step': step, **scalars})
-        if is_chief:
-          print(progress.line(step, scalars), flush=True)
-      checkpoint.save(manager, step, state, force=step == total_steps)
-      if stop['signal'] is not None:
-        if manager.latest_step() != step:  # This step may just have saved.
-          checkpoint.save(manager, step, state, force=True)
-        raise VidjaxError(
-            f'stopped by signal {stop["signal"]} at step {step}; checkpoint '
-            f'saved in {manager.directory}, rerun the same command to resume')
+    with setup.context():
+      while step < total_steps:
+        local = next(train_iter)
+        input_counts = local.pop('counts')[-1]
+        batch = mesh_lib.to_global_batch(local, setup.batch_sharding)
+        state, sums = setup.train_step(state, batch, rng)
+        interval.append(sums)
+        step += 1
+        if step % config.log_every_steps == 0 or step == total_steps:
+          # Averages over the whole interval, not the last (noisy) batch.
+          interval = jax.device_get(interval)
+          count = sum(float(s['count']) for s in interval)
+          scalars = {f'train/{k}': sum(float(s[k]) for s in interval) / count
+                     for k in ('loss', 'top1', 'top5')}
+          scalars['train/lr'] = float(interval[-1]['lr'])
+          interval = []
+          writer.write_scalars(step, scalars)
+          history.append({'step': step, **scalars})
+          if is_chief:
+            print(progress.line(step, scalars), flush=True)
+        checkpoint.save(manager, step, state, force=step == total_steps)
+        # Every process answers the same at the same step (a sync point
+        # across hosts), so all of them save this step and stop together.
+        if stop.reached(step):
+          if manager.latest_step() != step:  # This step may have saved.
+            checkpoint.save(manager, step, state, force=True)
+          manager.close()
+          raise Preempted(
+              f'stopped by {stop.reason} at step {step}; checkpoint saved in '
+              f'{manager.directory}, rerun the same command to resume')
   finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
+    stop.close()
     writer.flush()
 
   # -------------------------------------------------------------- Eval.
-  results = evaluate.evaluate(model, state, config, mesh, meta)
+  with setup.context():
+    results = evaluate.evaluate(model, state, config, mesh, meta,
+                                eval_step=setup.eval_step,
+                                video_sharding=setup.video_sharding)
   results['step'] = step
   results['train_input'] = evaluate.input_counts(input_counts)
   writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()

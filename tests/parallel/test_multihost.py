@@ -1,0 +1,179 @@
+"""Multi-host for real: two processes × 4 CPU devices on localhost.
+
+The same tiny S3D-G run (mesh data 4 × time 2, two input shards) three
+ways, which must end with the same parameters, BN statistics and optimizer
+state:
+  * one process with 8 devices, uninterrupted (the reference, in-process);
+  * two processes (`jax.distributed.initialize` on a localhost coordinator,
+    gloo collectives), one of them SIGTERMed mid-run: both stop at the same
+    step, save collectively, exit 75, and the rerun finishes;
+  * one process SIGKILLed right after a checkpoint, then rerun.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from vidjax.train import trainer
+from tests.train.test_trainer import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+TOTAL_STEPS = 8
+OVERRIDES = {
+    'total_steps': TOTAL_STEPS, 'checkpoint_every_steps': 2,
+    'log_every_steps': 2, 'keep_checkpoints': 10,
+}
+
+
+def config(data_dir):
+  c = tiny_config(data_dir, **OVERRIDES)
+  c.mesh.data, c.mesh.time = 4, 2
+  c.data.input_shards = 2
+  return c
+
+
+def flags(data_dir, workdir):
+  """main's flags for `config(data_dir)`, through a config file of its own
+  (the command line can only override keys that demo.py has)."""
+  path = os.path.join(os.path.dirname(str(workdir)), 'tiny_config.py')
+  with open(path, 'w') as f:
+    f.write(f'from tests.parallel import test_multihost\n\n\n'
+            f'def get_config():\n'
+            f'  return test_multihost.config({str(data_dir)!r})\n')
+  return [f'--workdir={workdir}', f'--config={path}']
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def env(devices: int) -> dict:
+  e = dict(os.environ)
+  e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  e['JAX_PLATFORMS'] = 'cpu'
+  e['PYTHONPATH'] = REPO
+  return e
+
+
+def start(data_dir, workdir, process_id=None, port=None):
+  argv = [sys.executable, '-m', 'vidjax.main', *flags(data_dir, workdir)]
+  if process_id is not None:
+    argv += [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+             f'--process_id={process_id}']
+  # stderr to a file: a full pipe would block the process mid-run.
+  err = open(f'{workdir}.{process_id}.{time.monotonic_ns()}.err', 'w+')
+  proc = subprocess.Popen(argv, cwd=REPO, env=env(8 if port is None else 4),
+                          stdout=subprocess.PIPE, stderr=err, text=True)
+  proc.err_file = err
+  return proc
+
+
+def wait_all(procs, timeout=600):
+  out = []
+  for p in procs:
+    stdout, _ = p.communicate(timeout=timeout)
+    p.err_file.seek(0)
+    out.append((p.returncode, stdout, p.err_file.read()))
+    p.err_file.close()
+  return out
+
+
+def restored(workdir, step, like=None):
+  """The checkpoint at `step`, on this process's first device.
+
+  `like`: a state of the same structure; needed for a checkpoint written by
+  other processes, whose device ids orbax cannot map by itself.
+  """
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  if like is None:
+    state = manager.restore(step)
+  else:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                       sharding=device), like)
+    state = manager.restore(step, args=ocp.args.StandardRestore(target))
+  manager.close()
+  return jax.device_get(state)
+
+
+def assert_same_state(a, b):
+  for key in ('params', 'batch_stats', 'opt_state'):
+    jax.tree.map(np.testing.assert_array_equal, a[key], b[key])
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='module')
+def reference(data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('reference')
+  trainer.train_and_evaluate(config(data_dir), str(workdir))
+  return restored(str(workdir), TOTAL_STEPS)
+
+
+def test_two_processes_stop_together_and_resume(data_dir, reference,
+                                                tmp_path):
+  workdir = tmp_path / 'two'
+  port = free_port()
+  procs = [start(data_dir, workdir, i, port) for i in range(2)]
+  # Preempt process 1 only, once training is under way (process 0 logs).
+  first_line = procs[0].stdout.readline()
+  while first_line and 'step 2/' not in first_line:
+    first_line = procs[0].stdout.readline()
+  assert first_line, wait_all(procs)
+  procs[1].send_signal(signal.SIGTERM)
+  results = wait_all(procs)
+  codes = [r[0] for r in results]
+  assert codes == [trainer.PREEMPTED_EXIT_CODE] * 2, results
+  lines = [r[2].strip().splitlines()[-1] for r in results]
+  for line in lines:
+    assert line.startswith('vidjax: error: stopped by SIGTERM'), line
+    assert 'rerun the same command to resume' in line
+  steps = {line.split(' at step ')[1].split(';')[0] for line in lines}
+  assert len(steps) == 1, lines  # The same step in both processes.
+  stopped_at = int(steps.pop())
+  assert 2 <= stopped_at < TOTAL_STEPS
+  # The rerun resumes from the collective save and finishes.
+  port = free_port()
+  results = wait_all([start(data_dir, workdir, i, port) for i in range(2)])
+  assert [r[0] for r in results] == [0, 0], results
+  assert f'Resuming from checkpoint at step {stopped_at}' in results[0][1]
+  assert 'Resuming' not in results[1][1]  # Only process 0 prints.
+  assert_same_state(restored(str(workdir), TOTAL_STEPS, like=reference),
+                    reference)
+  # Summaries come from process 0 alone.
+  events = [f for f in os.listdir(workdir) if f.startswith('events.out')]
+  assert len(events) == 1, events
+
+
+def test_sigkill_after_a_checkpoint_resumes_exactly(data_dir, reference,
+                                                    tmp_path):
+  workdir = tmp_path / 'killed'
+  proc = start(data_dir, workdir)
+  first = workdir / 'checkpoints' / '2'
+  deadline = time.monotonic() + 600
+  while not first.exists() and proc.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  proc.kill()
+  proc.communicate()
+  saved = sorted(int(n) for n in os.listdir(workdir / 'checkpoints')
+                 if n.isdigit())
+  assert saved and saved[-1] < TOTAL_STEPS, saved
+  rc, stdout, stderr = wait_all([start(data_dir, workdir)])[0]
+  assert rc == 0, stderr
+  assert f'Resuming from checkpoint at step {saved[-1]}' in stdout
+  assert_same_state(restored(str(workdir), TOTAL_STEPS), reference)
