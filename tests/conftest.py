@@ -3,7 +3,10 @@
 XLA reads XLA_FLAGS once, when jax first initialises its backend, so this
 must run before any test module imports jax.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
     os.environ.get('XLA_FLAGS', ''),
@@ -13,3 +16,15 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # would try (and loudly fail) to open a TPU here (vidjax/platform.py).
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+# One persistent compilation cache for the whole run: the tests train the
+# same tiny programs many times (a run, its preempted twin, the resume, the
+# subprocesses of the multi-host tests), and compiling them is most of the
+# suite's time. Set in the environment, so pytest-xdist's workers and the
+# tests' subprocesses share it. A fresh directory per run: the suite's time
+# budget is for a cold start, and nothing is left behind.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='vidjax-tests-jit-')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')

@@ -1,4 +1,6 @@
 """Conv units against numpy/lax references."""
+import unittest.mock
+
 from absl.testing import parameterized
 import chex
 import flax.linen as nn
@@ -161,3 +163,22 @@ class STConvTest(chex.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'kind must be one of'):
       conv_lib.STConv(4, 3, kind='4d').init(jax.random.key(0),
                                             jnp.ones((1, 2, 4, 4, 1)))
+
+
+class DefaultLoweringTest(parameterized.TestCase):
+  """'auto' means the platform's measured default (conv.DEFAULT_LOWERING)."""
+
+  def test_auto_follows_the_platform(self):
+    self.assertEqual(jax.default_backend(), 'cpu')
+    self.assertEqual(conv_lib.resolve_lowering('auto'), 'cpu')
+    with unittest.mock.patch.object(conv_lib.jax, 'default_backend',
+                                    return_value='gpu'):
+      self.assertEqual(conv_lib.resolve_lowering('auto'), 'xla')
+    # TPU: the CPU-tuned forms, which the AOT report favours (docs/scale.md).
+    self.assertEqual(conv_lib.default_lowering('tpu'), 'cpu')
+    self.assertEqual(conv_lib.default_lowering('some_new_chip'), 'xla')
+
+  def test_explicit_choices_win_and_typos_fail(self):
+    self.assertEqual(conv_lib.resolve_lowering('xla'), 'xla')
+    with self.assertRaisesRegex(ValueError, "unknown lowering 'tpu'"):
+      conv_lib.resolve_lowering('tpu')

@@ -3,12 +3,8 @@
 The same tiny S3D-G run (mesh data 4 × time 2, two input shards):
   * one process with 8 devices, uninterrupted (in-process);
   * two processes (`jax.distributed.initialize` on a localhost coordinator,
-    gloo collectives), uninterrupted: the same state as one process, to
-    float32 rounding. Not bit-identical: gloo sums the gradients across the
-    two processes in another order than XLA's in-process all-reduce (1.5e-6
-    apart after two steps, measured); at the demo's learning rate this tiny
-    model amplifies that to ~0.06 within two more steps, so these runs
-    train gently (lr 0.005) and compare to 1e-4 relative;
+    gloo collectives), uninterrupted: the same state as one process after
+    two steps, to float32 rounding (see COMPARED_STEP);
   * two processes, one of them SIGTERMed mid-run: both stop at the same
     step, save collectively, exit 75, and the rerun ends bit-identical to
     the uninterrupted two-process run;
@@ -28,12 +24,22 @@ import orbax.checkpoint as ocp
 import pytest
 
 from vidjax.train import trainer
-from tests.parallel.test_sharded_step import relative_errors
 from tests.train.test_trainer import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 TOTAL_STEPS = 8
+# Runs of different process layouts are compared after two steps, not at
+# the end. gloo sums the gradients across processes in another order than
+# XLA's in-process all-reduce, and this 8-channel model on flat synthetic
+# clips amplifies rounding chaotically once the warm-up ends: one process
+# on mesh (4, 2) against (8, 1), the same maths summed in another order,
+# differ by 2.4e-5 of the momentum after two steps but by 0.28 after four
+# and 1.0 after eight (measured). Two processes against one differ by the
+# same 2.2e-5 after two steps. Lost, doubled or misplaced rows would change
+# the step's gradient, and so the momentum, by O(1).
+COMPARED_STEP = 2
+ROUNDING = 1e-3
 OVERRIDES = {
     'total_steps': TOTAL_STEPS, 'checkpoint_every_steps': 2,
     'log_every_steps': 2, 'keep_checkpoints': 10,
@@ -65,11 +71,17 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def env(devices: int) -> dict:
+def env(devices: int, processes: int) -> dict:
   e = dict(os.environ)
   e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   e['JAX_PLATFORMS'] = 'cpu'
   e['PYTHONPATH'] = REPO
+  if processes > 1:
+    # Not the suite's compilation cache (tests/conftest.py): when one
+    # process finds its programs there and the other compiles, they reach
+    # the first collective far apart, and gloo gives up connecting after
+    # 30 s ("Gloo context initialization failed", seen).
+    e.pop('JAX_COMPILATION_CACHE_DIR', None)
   return e
 
 
@@ -80,7 +92,8 @@ def start(data_dir, workdir, process_id=None, port=None):
              f'--process_id={process_id}']
   # stderr to a file: a full pipe would block the process mid-run.
   err = open(f'{workdir}.{process_id}.{time.monotonic_ns()}.err', 'w+')
-  proc = subprocess.Popen(argv, cwd=REPO, env=env(8 if port is None else 4),
+  proc = subprocess.Popen(argv, cwd=REPO,
+                          env=env(8, 1) if port is None else env(4, 2),
                           stdout=subprocess.PIPE, stderr=err, text=True)
   proc.err_file = err
   return proc
@@ -127,14 +140,16 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def reference(data_dir, tmp_path_factory):
+  """One process's run: its states at COMPARED_STEP and at the end."""
   workdir = tmp_path_factory.mktemp('reference')
   trainer.train_and_evaluate(config(data_dir), str(workdir))
-  return restored(str(workdir), TOTAL_STEPS)
+  return {step: restored(str(workdir), step)
+          for step in (COMPARED_STEP, TOTAL_STEPS)}
 
 
 @pytest.fixture(scope='module')
 def two_processes(data_dir, reference, tmp_path_factory):
-  """The uninterrupted two-process run's final state."""
+  """The uninterrupted two-process run's states (as `reference`)."""
   workdir = tmp_path_factory.mktemp('two_uninterrupted') / 'wd'
   port = free_port()
   results = wait_all([start(data_dir, workdir, i, port) for i in range(2)])
@@ -143,15 +158,25 @@ def two_processes(data_dir, reference, tmp_path_factory):
   # Summaries come from process 0 alone.
   events = [f for f in os.listdir(workdir) if f.startswith('events.out')]
   assert len(events) == 1, events
-  return restored(str(workdir), TOTAL_STEPS, like=reference)
+  return {step: restored(str(workdir), step, like=reference[step])
+          for step in reference}
+
+
+def whole_relative_error(actual, expected):
+  """|actual - expected| / |expected| over all leaves together (L2)."""
+  flat = lambda tree: np.concatenate(  # noqa: E731
+      [np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+  a, b = flat(actual), flat(expected)
+  return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
 def test_two_processes_train_like_one(two_processes, reference):
+  two, one = two_processes[COMPARED_STEP], reference[COMPARED_STEP]
+  assert int(two['step']) == int(one['step']) == COMPARED_STEP
   for key in ('params', 'batch_stats', 'opt_state'):
-    errors = jax.tree.leaves(relative_errors(two_processes[key],
-                                             reference[key]))
-    assert max(errors) < 1e-4, (key, max(errors))
-  assert int(two_processes['step']) == TOTAL_STEPS
+    error = whole_relative_error(two[key], one[key])
+    assert error < ROUNDING, (key, error)
+  assert int(two_processes[TOTAL_STEPS]['step']) == TOTAL_STEPS
 
 
 def test_two_processes_stop_together_and_resume(data_dir, two_processes,
@@ -182,8 +207,8 @@ def test_two_processes_stop_together_and_resume(data_dir, two_processes,
   assert [r[0] for r in results] == [0, 0], results
   assert f'Resuming from checkpoint at step {stopped_at}' in results[0][1]
   assert 'Resuming' not in results[1][1]  # Only process 0 prints.
-  assert_same_state(
-      restored(str(workdir), TOTAL_STEPS, like=two_processes), two_processes)
+  final = two_processes[TOTAL_STEPS]
+  assert_same_state(restored(str(workdir), TOTAL_STEPS, like=final), final)
 
 
 def test_sigkill_after_a_checkpoint_resumes_exactly(data_dir, reference,
@@ -203,4 +228,5 @@ def test_sigkill_after_a_checkpoint_resumes_exactly(data_dir, reference,
   rc, stdout, stderr = wait_all([start(data_dir, workdir)])[0]
   assert rc == 0, stderr
   assert f'Resuming from checkpoint at step {saved[-1]}' in stdout
-  assert_same_state(restored(str(workdir), TOTAL_STEPS), reference)
+  assert_same_state(restored(str(workdir), TOTAL_STEPS),
+                    reference[TOTAL_STEPS])

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip('libtpu', reason='the AOT tool needs libtpu: '
@@ -13,6 +14,8 @@ pytest.importorskip('libtpu', reason='the AOT tool needs libtpu: '
 
 from configs import demo  # pylint: disable=g-import-not-at-top
 from vidjax.errors import VidjaxError
+from vidjax.layers import conv as conv_lib
+from vidjax.parallel import mesh as mesh_lib
 from vidjax.tools import aot
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -54,6 +57,20 @@ def test_topology_devices(topology):
   assert topology.devices[0].device_kind == 'TPU v5 lite'
 
 
+def test_across_slices_only_the_data_axis_crosses_dcn():
+  """Two v5e 2x2 slices: mesh_lib.make_mesh builds the hybrid mesh."""
+  devices = aot.load_topology(TOPOLOGY, num_slices=2).devices
+  assert sorted({d.slice_index for d in devices}) == [0, 1]
+  mesh = mesh_lib.make_mesh({'data': -1, 'time': 2}, devices)
+  assert dict(mesh.shape) == {'data': 4, 'time': 2}
+  slices = np.vectorize(lambda d: d.slice_index)(mesh.devices)
+  # The time axis stays inside a slice (its halos ride on ICI); the data
+  # axis's first half is one slice, its second half the other.
+  np.testing.assert_array_equal(slices, [[0, 0], [0, 0], [1, 1], [1, 1]])
+  with pytest.raises(VidjaxError, match='multiple of the 2 TPU slices'):
+    mesh_lib.make_mesh({'data': 1, 'time': 8}, devices)
+
+
 def test_data_parallel_step_fits(data_parallel):
   r = data_parallel
   assert (r.mesh, r.global_batch, r.per_chip_batch) == (
@@ -86,10 +103,16 @@ def test_time_sharded_step_exchanges_halos(time_sharded):
   assert r.collectives['all-reduce']['count'] > 0
 
 
-def test_lowering_default_is_xla_not_the_hosts():
+@pytest.mark.parametrize('table,expected', [
+    ({'cpu': 'cpu', 'tpu': 'xla'}, 'xla'),
+    ({'cpu': 'xla', 'tpu': 'cpu'}, 'cpu'),
+])
+def test_lowering_default_is_the_tpus_not_the_hosts(monkeypatch, table,
+                                                    expected):
   # 'auto' would pick by the platform running the tool: the CPU here.
+  monkeypatch.setattr(conv_lib, 'DEFAULT_LOWERING', table)
   config = tiny_config()
-  assert aot.resolve_options(config) == ('xla', 'none', 'float32')
+  assert aot.resolve_options(config) == (expected, 'none', 'float32')
   config.model.lowering = 'cpu'
   config.model.remat = 'block'
   assert aot.resolve_options(config) == ('cpu', 'block', 'float32')

@@ -23,10 +23,22 @@ from vidjax.parallel import rules as rules_lib
 # fastest on XLA:CPU (folded 2-D convs, polyphase strided temporal convs,
 # separable max-pools with int8 winners, BN+ReLU with a hand-written
 # gradient; benchmarks/README.md). 'xla': the plain XLA ops (3-D convs,
-# reduce_window, autodiff BN), which TPUs run natively; docs/scale.md
-# compares both on TPU from the AOT report. 'auto' picks by the platform.
-# Parameters and values are the same either way.
+# reduce_window, autodiff BN). 'auto' picks by the platform, from
+# DEFAULT_LOWERING. Parameters and values are the same either way.
 LOWERINGS = ('auto', 'cpu', 'xla')
+# Per platform, by what was measured. On TPU, from the AOT report of
+# S3D-G's train step (docs/scale.md: v5e 4x4, bf16, 4 clips per chip), the
+# CPU-tuned forms need less HBM (11.40 against 14.05 GiB), fewer flops
+# (1.45 against 1.62 TFLOP) and fewer bytes (85.9 against 96.5 GB) than the
+# plain ops, and the step is memory-bound by the roofline: so 'cpu' there
+# too. An estimate, not a TPU timing; `--config.model.lowering=xla` is one
+# flag away. GPUs were not measured: the plain ops.
+DEFAULT_LOWERING = {'cpu': 'cpu', 'tpu': 'cpu', 'gpu': 'xla'}
+
+
+def default_lowering(platform: str) -> str:
+  """What lowering 'auto' means on `platform` ('cpu', 'tpu', 'gpu', ...)."""
+  return DEFAULT_LOWERING.get(platform, 'xla')
 
 
 def resolve_lowering(lowering: str) -> str:
@@ -34,7 +46,7 @@ def resolve_lowering(lowering: str) -> str:
     raise ValueError(f'unknown lowering {lowering!r}; known: '
                      f'{", ".join(LOWERINGS)}')
   if lowering == 'auto':
-    return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+    return default_lowering(jax.default_backend())
   return lowering
 
 Dtype = Any

@@ -77,6 +77,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vidjax.errors import VidjaxError
+from vidjax.layers import conv as conv_lib
 from vidjax.parallel import mesh as mesh_lib
 
 GiB = 2**30
@@ -412,11 +413,11 @@ def resolve_options(config, lowering=None, remat=None, dtype=None):
   """The model options the tool compiles: flags, else the config's own.
 
   Lowering 'auto' (the default) would resolve by the platform running the
-  tool, the CPU; on a TPU the trainer gets 'xla', so that is the default.
+  tool, the CPU; it means what the trainer gets on a TPU instead.
   """
   lowering = lowering or _model_option(config, 'lowering', 'auto')
   if lowering == 'auto':
-    lowering = 'xla'
+    lowering = conv_lib.default_lowering('tpu')
   remat = remat or _model_option(config, 'remat', 'none')
   dtype = dtype or _model_option(config, 'dtype', None) or 'float32'
   dtype = jnp.dtype(dtype).name
@@ -779,7 +780,8 @@ def _define_flags():
           "--batch_size's per-chip figure) then bisecting."),
       'lowering': flags.DEFINE_enum(
           'lowering', None, ['xla', 'cpu', 'both'], 'Conv/pool/BN lowering '
-          "(default: the config's, 'auto' meaning 'xla' on TPU); 'both' "
+          "(default: the config's, 'auto' meaning what a TPU gets, "
+          "vidjax.layers.conv.DEFAULT_LOWERING); 'both' "
           'compiles both side by side.'),
       'remat': flags.DEFINE_enum(
           'remat', None, ['none', 'block', 'full'],
