@@ -11,8 +11,8 @@ Why processes: timing two frameworks in one process, step for step, lets
 them disturb each other (their thread pools and allocators share one
 address space and one set of cores). Our S3D benchmark did that and PyTorch
 ran up to ~1.9x slower next to JAX than alone, so vidjax's lead came out at
-1.96x inference / 1.35x training where, each side alone, it is 1.06-1.20x /
-1.00-1.05x.
+1.96x inference / 1.35x training where, on that machine, each side alone
+gave 1.06-1.20x / 1.00-1.05x.
 
 The comparison script builds the sides and calls `measure`:
 

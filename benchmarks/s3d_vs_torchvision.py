@@ -23,9 +23,9 @@ matmul rate, to compare figures across machines.
 Earlier figures were wrong. Until this version the script built both models
 in ONE process and alternated vidjax and torch steps in it. Sharing the
 process with JAX slowed PyTorch by up to ~1.9x, so it printed vidjax 1.96x
-as fast at inference and 1.35x at training; measured alone, each in its own
-process, vidjax is 1.06-1.20x as fast at inference and 1.00-1.05x at
-training.
+as fast at inference and 1.35x at training where, on the same machine, each
+side alone in its own process gave 1.06-1.20x and 1.00-1.05x.
+benchmarks/README.md has this harness's figures.
 
 Settings (XLA_SETTINGS, SETTING_ENV): XLA_FLAGS reach only the vidjax side
 (PyTorch does not read them); a setting's other environment (GLIBC_TUNABLES)
