@@ -13,26 +13,28 @@ class _Reference(nn.Module):
   """What BatchNormReLU replaces: autodiff through nn.BatchNorm and nn.relu."""
   train: bool
   use_scale: bool
+  relu: bool = True
 
   @nn.compact
   def __call__(self, x):
     bn = nn.BatchNorm(use_running_average=not self.train, momentum=0.9,
                       epsilon=1e-3, use_scale=self.use_scale, name='bn')
-    return nn.relu(bn(x))
+    return nn.relu(bn(x)) if self.relu else bn(x)
 
 
-def _ours(train, use_scale):
+def _ours(train, use_scale, relu=True):
   return BatchNormReLU(use_running_average=not train, momentum=0.9,
-                       epsilon=1e-3, use_scale=use_scale, name='bn')
+                       epsilon=1e-3, use_scale=use_scale, relu=relu, name='bn')
 
 
 class _Wrapped(nn.Module):
   train: bool
   use_scale: bool
+  relu: bool = True
 
   @nn.compact
   def __call__(self, x):
-    return _ours(self.train, self.use_scale)(x)
+    return _ours(self.train, self.use_scale, self.relu)(x)
 
 
 def _variables(rng, channels, use_scale):
@@ -59,22 +61,25 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
                                jax.random.key(0), x)
     chex.assert_trees_all_equal_shapes_and_dtypes(ours, reference)
 
-  @parameterized.product(train=(True, False), use_scale=(True, False))
-  def test_values_and_running_statistics_equal_flax(self, train, use_scale):
+  @parameterized.product(train=(True, False), use_scale=(True, False),
+                         relu=(True, False))
+  def test_values_and_running_statistics_equal_flax(self, train, use_scale,
+                                                    relu):
     rng = np.random.default_rng(0)
     x = self._input(rng)
     variables = _variables(rng, x.shape[-1], use_scale)
-    got, got_state = _Wrapped(train, use_scale).apply(
+    got, got_state = _Wrapped(train, use_scale, relu).apply(
         variables, x, mutable=['batch_stats'])
-    want, want_state = _Reference(train, use_scale).apply(
+    want, want_state = _Reference(train, use_scale, relu).apply(
         variables, x, mutable=['batch_stats'])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(got_state, want_state, rtol=1e-5, atol=1e-6)
 
   @parameterized.product(use_scale=(True, False),
-                         shape=((2, 3, 5, 4, 6), (4, 7, 16)))
+                         shape=((2, 3, 5, 4, 6), (4, 7, 16)),
+                         relu=(True, False))
   def test_training_gradients_equal_autodiff_through_flax(self, use_scale,
-                                                           shape):
+                                                           shape, relu):
     rng = np.random.default_rng(1)
     x = self._input(rng, shape)
     variables = _variables(rng, x.shape[-1], use_scale)
@@ -88,8 +93,8 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
         return jnp.sum(y * cotangent)
       return jax.grad(loss, argnums=(0, 1))(variables['params'], x)
 
-    got = grads(_Wrapped(True, use_scale))
-    want = grads(_Reference(True, use_scale))
+    got = grads(_Wrapped(True, use_scale, relu))
+    want = grads(_Reference(True, use_scale, relu))
     chex.assert_trees_all_close(got, want, rtol=2e-4, atol=2e-5)
 
   def test_gradient_is_zero_where_the_relu_is_off(self):

@@ -5,6 +5,7 @@ import functools
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -199,38 +200,62 @@ class OnlineShiftTest(chex.TestCase):
 
 
 class Affine(nn.Module):
-  """A fixed linear map on channels, standing in for a conv branch."""
+  """A fixed linear map on channels, standing in for a conv."""
   features: int = C
   scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x, *, train=False):
-    del train
+  def __call__(self, x):
     return nn.Dense(self.features,
                     kernel_init=nn.initializers.normal(self.scale),
-                    bias_init=nn.initializers.normal(self.scale))(x)
+                    bias_init=nn.initializers.normal(self.scale),
+                    name='dense')(x)
+
+
+class AffineBlock(shift.ShiftedResidual, kw_only=True):
+  """A ShiftedResidual whose branch and projection are `Affine` maps."""
+  projection: bool = False
+  relu: bool = False
+
+  def branch(self, x, train):
+    del train
+    return Affine(name='conv1')(x)
+
+  def shortcut(self, x, train):
+    del train
+    return Affine(scale=0.5, name='downsample')(x) if self.projection else x
+
+  def activation(self, y):
+    return nn.relu(y) if self.relu else y
+
+
+class TwoBlocks(nn.Module):
+  """Blocks inside a parent's compact method: where auto-naming used to bite."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = AffineBlock(projection=True, fold_div=4, name='block0')(x)
+    return AffineBlock(fold_div=4, name='block1')(x)
 
 
 def dense_np(params, x):
-  return x @ np.asarray(params['Dense_0']['kernel']) + np.asarray(
-      params['Dense_0']['bias'])
+  return x @ np.asarray(params['dense']['kernel']) + np.asarray(
+      params['dense']['bias'])
 
 
 class ShiftedResidualTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
-      ('residual', 'residual', False, None),
-      ('in_place', 'in_place', False, None),
-      ('residual_projection_relu', 'residual', True, nn.relu),
-      ('in_place_projection_relu', 'in_place', True, nn.relu),
+      ('residual', 'residual', False, False),
+      ('in_place', 'in_place', False, False),
+      ('residual_projection_relu', 'residual', True, True),
+      ('in_place_projection_relu', 'in_place', True, True),
   )
-  def test_matches_numpy(self, placement, projection, activation):
+  def test_matches_numpy(self, placement, projection, relu):
     x = positive_clip() - 1.5  # both signs, so the ReLU matters
-    block = shift.ShiftedResidual(
-        branch=Affine(), placement=placement,
-        shortcut=Affine(scale=0.5) if projection else None,
-        activation=activation, fold_div=4)
+    block = AffineBlock(placement=placement, projection=projection,
+                        relu=relu, fold_div=4)
     variables = block.init(jax.random.key(0), jnp.asarray(x))
     out = self.variant(functools.partial(block.apply, train=True))(
         variables, jnp.asarray(x))
@@ -239,19 +264,27 @@ class ShiftedResidualTest(chex.TestCase):
     s = np_shift(x, fold_div=4)
     identity = x if placement == 'residual' else s
     if projection:
-      identity = dense_np(params['shortcut'], identity)
-    expected = identity + dense_np(params['branch'], s)
-    if activation is not None:
+      identity = dense_np(params['downsample'], identity)
+    expected = identity + dense_np(params['conv1'], s)
+    if relu:
       expected = np.maximum(expected, 0)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5,
                                atol=1e-5)
+
+  def test_parameter_names_follow_the_blocks(self):
+    variables = TwoBlocks().init(jax.random.key(0), jnp.zeros((N, T, H, W, C)))
+    names = {'/'.join(k) for k in flax.traverse_util.flatten_dict(
+        variables['params'])}
+    self.assertEqual(names, {
+        'block0/conv1/dense/kernel', 'block0/conv1/dense/bias',
+        'block0/downsample/dense/kernel', 'block0/downsample/dense/bias',
+        'block1/conv1/dense/kernel', 'block1/conv1/dense/bias'})
 
   def test_placements_differ_only_on_shifted_channels(self):
     x = positive_clip()
     outs = {}
     for placement in shift.PLACEMENTS:
-      block = shift.ShiftedResidual(branch=Affine(), placement=placement,
-                                    fold_div=4)
+      block = AffineBlock(placement=placement, fold_div=4)
       variables = block.init(jax.random.key(0), jnp.asarray(x))
       outs[placement] = np.asarray(block.apply(variables, jnp.asarray(x)))
     # in_place − residual = shift(x) − x, which vanishes on unshifted channels.
@@ -261,16 +294,31 @@ class ShiftedResidualTest(chex.TestCase):
 
   def test_folded_frames(self):
     x = positive_clip()
-    block = shift.ShiftedResidual(branch=Affine(), fold_div=4, num_frames=T)
+    block = AffineBlock(fold_div=4, num_frames=T)
     folded = jnp.asarray(x.reshape(N * T, H, W, C))
     variables = block.init(jax.random.key(0), folded)
     out = block.apply(variables, folded)
-    expected = x + dense_np(variables['params']['branch'], np_shift(x, 4))
+    expected = x + dense_np(variables['params']['conv1'], np_shift(x, 4))
     np.testing.assert_allclose(np.asarray(out).reshape(x.shape), expected,
                                rtol=1e-5, atol=1e-5)
 
+  def test_buffer_streams_the_causal_shift(self):
+    x = positive_clip()
+    block = AffineBlock(fold_div=4, mode='right')
+    variables = block.init(jax.random.key(0), jnp.asarray(x))
+    offline = np.asarray(block.apply(variables, jnp.asarray(x)))
+    buffer = jnp.zeros((N, 1, H, W, C // 4))
+    for t in range(T):
+      y, buffer = block.apply(variables, jnp.asarray(x[:, t:t + 1]),
+                              buffer=buffer)
+      np.testing.assert_allclose(np.asarray(y), offline[:, t:t + 1],
+                                 rtol=1e-6, atol=1e-6)
+    with self.assertRaises(VidjaxError):  # the offline shift reads ahead
+      AffineBlock(fold_div=4).apply(variables, jnp.asarray(x[:, :1]),
+                                    buffer=buffer)
+
   def test_bad_placement(self):
-    block = shift.ShiftedResidual(branch=Affine(), placement='block')
+    block = AffineBlock(placement='block')
     with self.assertRaises(VidjaxError):
       block.init(jax.random.key(0), jnp.zeros((N, T, H, W, C)))
 

@@ -168,7 +168,9 @@ def test_trainer_writes_counts(tmp_path, capsys, monkeypatch):
   # The trainer's plumbing is under test here, not S3D-G: a linear model
   # compiles in a second instead of a minute.
   # Registered for this test only: other tests list the registry's models.
-  monkeypatch.setitem(registry._REGISTRY, 'test_linear', Linear)
+  monkeypatch.setitem(registry._REGISTRY, 'test_linear', registry.ModelSpec(
+      'test_linear', Linear, {}, family='test', head='Dense_0',
+      normalization='imagenet'))
   config = demo.get_config()
   config.model_name = 'test_linear'
   config.model = ml_collections.ConfigDict()

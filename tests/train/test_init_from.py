@@ -19,7 +19,7 @@ def _variables(num_classes, conv_scale=1.0):
 
 
 def test_takes_everything_when_shapes_agree():
-  merged, kept = init_from.merge(_variables(5), _variables(5, 3.0), 'src')
+  merged, kept = init_from.merge(_variables(5), _variables(5, 3.0), 'src', head='Logits')
   assert kept == []
   np.testing.assert_array_equal(
       merged['params']['Conv2d_1a_7x7']['conv']['kernel'], 3 * np.ones((3, 2)))
@@ -29,7 +29,7 @@ def test_takes_everything_when_shapes_agree():
 
 def test_keeps_a_fresh_head_for_a_new_class_count():
   fresh = _variables(13)
-  merged, kept = init_from.merge(fresh, _variables(400, 3.0), 'src')
+  merged, kept = init_from.merge(fresh, _variables(400, 3.0), 'src', head='Logits')
   assert sorted(kept) == ['params/Logits/bias', 'params/Logits/kernel']
   assert merged['params']['Logits']['kernel'].shape == (4, 13)
   np.testing.assert_array_equal(
@@ -42,8 +42,23 @@ def test_backbone_mismatch_missing_and_unused_are_errors():
   loaded['params']['Extra'] = {'w': np.ones(2)}
   del loaded['batch_stats']['Conv2d_1a_7x7']
   with pytest.raises(VidjaxError) as err:
-    init_from.merge(_variables(5), loaded, 'src')
+    init_from.merge(_variables(5), loaded, 'src', head='Logits')
   message = str(err.value)
   assert 'params/Conv2d_1a_7x7/conv/kernel has shape [3, 3]' in message
   assert 'batch_stats/Conv2d_1a_7x7/bn/mean missing' in message
   assert 'params/Extra/w unused' in message
+
+
+def test_the_head_name_comes_from_the_model_spec():
+  # A TSM's classifier is 'fc': with another head name a new class count is
+  # a mismatch, not a fresh head.
+  from vidjax.models import registry  # pylint: disable=g-import-not-at-top
+  assert registry.get_spec('tsm_r50').head == 'fc'
+  assert registry.get_spec('s3dg').head == 'Logits'
+  fresh, loaded = _variables(13), _variables(400, 3.0)
+  for variables in (fresh, loaded):
+    variables['params']['fc'] = variables['params'].pop('Logits')
+  _, kept = init_from.merge(fresh, loaded, 'src', head='fc')
+  assert sorted(kept) == ['params/fc/bias', 'params/fc/kernel']
+  with pytest.raises(VidjaxError, match='params/fc/kernel has shape'):
+    init_from.merge(fresh, loaded, 'src', head='Logits')

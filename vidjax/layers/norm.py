@@ -44,25 +44,25 @@ def _moments(x):
   return mean, jnp.maximum(0.0, mean_sq - jnp.square(mean))
 
 
-def _apply(x, mean, var, scale, bias, epsilon, dtype):
-  """relu((x - mean) · scale / sqrt(var + eps) + bias)."""
+def _apply(x, mean, var, scale, bias, epsilon, dtype, relu=True):
+  """relu((x - mean) · scale / sqrt(var + eps) + bias), or without relu."""
   mul = jax.lax.rsqrt(var + epsilon) * scale
   # x · mul + (bias - mean · mul) rather than nn.BatchNorm's
   # (x - mean) · mul + bias: the backward pass computes x - mean too, and
   # XLA would merge the two and keep an activation-sized x - mean alive from
   # the forward pass to the backward.
   y = x.astype(mul.dtype) * mul + (bias - mean * mul)
-  return jnp.maximum(y, 0).astype(dtype)
+  return (jnp.maximum(y, 0) if relu else y).astype(dtype)
 
 
-def bn_relu_reference(x, scale, bias, epsilon, dtype):
+def bn_relu_reference(x, scale, bias, epsilon, dtype, relu=True):
   """`bn_relu_train` by autodiff: the plain XLA lowering (TPU)."""
   mean, var = _moments(x)
-  return _apply(x, mean, var, scale, bias, epsilon, dtype), mean, var
+  return _apply(x, mean, var, scale, bias, epsilon, dtype, relu), mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def bn_relu_train(x, scale, bias, epsilon, dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def bn_relu_train(x, scale, bias, epsilon, dtype, relu=True):
   """Training-mode BN + ReLU of grouped x [G, N/G, ..., C].
 
   Statistics are per group, over all axes but the first and the last.
@@ -70,17 +70,18 @@ def bn_relu_train(x, scale, bias, epsilon, dtype):
   outputs only so that the caller can update running averages; they are not
   differentiable (the caller stops their gradient).
   """
-  return _bn_relu_fwd(x, scale, bias, epsilon, dtype)[0]
+  return _bn_relu_fwd(x, scale, bias, epsilon, dtype, relu)[0]
 
 
-def _bn_relu_fwd(x, scale, bias, epsilon, dtype):
+def _bn_relu_fwd(x, scale, bias, epsilon, dtype, relu=True):
   mean, var = _moments(x)
-  y = _apply(x, mean, var, scale, bias, epsilon, dtype)
+  y = _apply(x, mean, var, scale, bias, epsilon, dtype, relu)
   inv_std = jax.lax.rsqrt(var + epsilon)
-  return (y, mean, var), (x, y, scale, mean, inv_std)
+  # Without a ReLU the backward pass needs no output: keep none.
+  return (y, mean, var), (x, y if relu else None, scale, mean, inv_std)
 
 
-def _bn_relu_bwd(epsilon, dtype, residuals, cotangents):
+def _bn_relu_bwd(epsilon, dtype, relu, residuals, cotangents):
   del epsilon, dtype
   x, y, scale, mean, inv_std = residuals
   g = cotangents[0]
@@ -90,7 +91,9 @@ def _bn_relu_bwd(epsilon, dtype, residuals, cotangents):
   f32 = inv_std.dtype
   # ReLU's gradient: y > 0 exactly where the pre-activation was > 0, and
   # relu'(0) = 0 as in jax.nn.relu. y >= 0, so the mask is sign(y).
-  g = g.astype(f32) * jnp.sign(y).astype(f32)
+  g = g.astype(f32)
+  if relu:
+    g = g * jnp.sign(y).astype(f32)
   x = x.astype(f32)
   g_sum = g.sum(axes, keepdims=True)                    # d bias, per group
   # d scale = Σ g · x̂ = (Σ g·x - μ Σ g) / σ. Written without x - μ, the
@@ -120,6 +123,8 @@ class BatchNormReLU(nn.Module):
       The running averages take the mean of the groups' statistics.
     custom_gradient: the hand-written gradient (fastest on XLA:CPU) or
       autodiff (the 'xla' lowering). Same values either way.
+    relu: False gives BN alone, for the BN before a residual sum (ResNet's
+      bn3 and its projection shortcut's BN), with the same two kept tensors.
   """
   use_running_average: bool = False
   momentum: float = 0.99
@@ -129,6 +134,7 @@ class BatchNormReLU(nn.Module):
   param_dtype: Dtype = jnp.float32
   groups: int = 1
   custom_gradient: bool = True
+  relu: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -149,13 +155,14 @@ class BatchNormReLU(nn.Module):
     bias = bias.astype(jnp.float32)
     if self.use_running_average:
       return _apply(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon,
-                    dtype)
+                    dtype, self.relu)
     if x.shape[0] % self.groups:
       raise ValueError(f'batch of {x.shape[0]} does not split into '
                        f'{self.groups} BN groups')
     grouped = x.reshape(self.groups, x.shape[0] // self.groups, *x.shape[1:])
     train_fn = bn_relu_train if self.custom_gradient else bn_relu_reference
-    y, mean, var = train_fn(grouped, scale, bias, self.epsilon, dtype)
+    y, mean, var = train_fn(grouped, scale, bias, self.epsilon, dtype,
+                            self.relu)
     y = y.reshape(x.shape)
     if not self.is_initializing():
       mean, var = jax.lax.stop_gradient((mean, var))

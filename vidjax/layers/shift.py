@@ -31,7 +31,7 @@ Placement in a residual network (`ShiftedResidual`, see there):
 function and module here accepts that layout too when given `num_frames`.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from vidjax.errors import VidjaxError
+from vidjax.parallel import halo
 
 Direction = Literal['bidirectional', 'left', 'right']
 Placement = Literal['residual', 'in_place']
@@ -50,18 +51,28 @@ PLACEMENTS = ('residual', 'in_place')
 def _shift_time(x: jax.Array, offset: int) -> jax.Array:
   """Returns y[:, t] = x[:, t + offset], zero where t + offset is outside.
 
+  A window op of two frames for `halo.temporal_window`: on a mesh whose
+  time axis splits the clip, each shard receives the one boundary frame it
+  needs from its neighbour (one collective-permute of the shifted channels
+  only) instead of the partitioner gathering the clip; without such a mesh
+  it is a pad and a slice. No gather, no in-place update.
+
   Args:
     x: [N, T, ...] array.
     offset: +1 (take the next frame) or -1 (take the previous frame).
   """
-  pad = [(0, 0)] * x.ndim
-  if offset == 1:
-    pad[1] = (0, 1)
-    return jnp.pad(x[:, 1:], pad)
-  if offset == -1:
-    pad[1] = (1, 0)
-    return jnp.pad(x[:, :-1], pad)
-  raise ValueError(f'offset must be +1 or -1, got {offset}')
+  if offset not in (1, -1):
+    raise ValueError(f'offset must be +1 or -1, got {offset}')
+
+  def op(x, padding):
+    pad = [(0, 0)] * x.ndim
+    pad[1] = padding
+    x = jnp.pad(x, pad) if padding != (0, 0) else x
+    return x[:, 1:] if offset == 1 else x[:, :-1]
+
+  return halo.temporal_window(op, x, window=2, stride=1,
+                              padding=(0, 1) if offset == 1 else (1, 0),
+                              pad_value=0.0)
 
 
 def _fold(channels: int, fold_div: int, direction: str) -> int:
@@ -179,7 +190,14 @@ class TemporalShift(nn.Module):
 
 
 class ShiftedResidual(nn.Module):
-  """A residual block with a temporal shift, in either TSM placement.
+  """Base class of residual blocks with a temporal shift, in either placement.
+
+  A subclass implements `branch(x, train)` and may override
+  `shortcut(x, train)` (identity by default) and `activation(y)` (none by
+  default). Their submodules are created inside this module's compact call,
+  so they take the names the subclass gives them in the block's own scope
+  (a ResNet block's parameters read `layer1/block0/conv1`); modules handed
+  over as attributes would be built, and auto-numbered, in the caller's.
 
   With s = shift(x):
     * placement='residual' (official 'blockres', the TSM default):
@@ -189,42 +207,53 @@ class ShiftedResidual(nn.Module):
       i.e. exactly `block(shift(x))`: the official code wraps the whole
       torchvision block, so the identity (or downsample) path sees the shifted
       tensor as well.
-  With a torchvision Bottleneck, `branch` is conv1 … bn3, `shortcut` is the
-  optional downsample and `activation` the final ReLU.
+
+  Called with a `buffer` (online TSM, one frame at a time, mode 'right'), s
+  is `online_temporal_shift(x, buffer)` and the call returns
+  (output, new_buffer).
 
   Attributes:
-    branch: the residual branch; receives the shifted tensor and any extra
-      call arguments (e.g. `train=`).
     placement: 'residual' or 'in_place'.
-    shortcut: the projection shortcut, or None for the identity. It is called
-      with the tensor only, so bind its own flags (e.g. with functools.partial
-      or module attributes).
-    activation: applied after the sum (None: no activation).
-    fold_div: see `temporal_shift`.
+    fold_div: see `temporal_shift`; a value above the channel count moves
+      nothing (TSN).
     mode: see `temporal_shift`.
     num_frames: None for [N, T, H, W, C] input; T for [N·T, H, W, C].
   """
-  branch: nn.Module
   placement: Placement = 'residual'
-  shortcut: nn.Module | None = None
-  activation: Callable[[jax.Array], jax.Array] | None = None
   fold_div: int = 8
   mode: Direction = 'bidirectional'
   num_frames: int | None = None
 
+  def branch(self, x: jax.Array, train: bool) -> jax.Array:
+    raise NotImplementedError('a ShiftedResidual subclass defines branch()')
+
+  def shortcut(self, x: jax.Array, train: bool) -> jax.Array:
+    del train
+    return x
+
+  def activation(self, y: jax.Array) -> jax.Array:
+    return y
+
   @nn.compact
-  def __call__(self, x: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False,
+               buffer: jax.Array | None = None):
     if self.placement not in PLACEMENTS:
       raise VidjaxError(
           f'placement must be one of {PLACEMENTS}, got {self.placement!r}')
-    shifted = TemporalShift(
-        fold_div=self.fold_div, mode=self.mode, num_frames=self.num_frames,
-        name='shift')(x)
+    if buffer is None:
+      shifted = TemporalShift(
+          fold_div=self.fold_div, mode=self.mode, num_frames=self.num_frames,
+          name='shift')(x)
+    elif self.mode != 'right':
+      raise VidjaxError(
+          f'streaming needs the causal shift (mode "right"); this block '
+          f'shifts {self.mode!r}, which reads future frames')
+    else:
+      shifted, new_buffer = online_temporal_shift(x, buffer)
     identity = x if self.placement == 'residual' else shifted
-    if self.shortcut is not None:
-      identity = self.shortcut(identity)
-    y = identity + self.branch(shifted, *args, **kwargs)
-    return y if self.activation is None else self.activation(y)
+    y = self.activation(self.shortcut(identity, train) +
+                        self.branch(shifted, train))
+    return y if buffer is None else (y, new_buffer)
 
 
 def init_shift_buffer(

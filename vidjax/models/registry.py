@@ -1,91 +1,89 @@
 """Models by name: `create_model(name, num_classes=..., **overrides)`.
 
-Each entry is a factory of keyword defaults; overrides (from a config's
-`model` section) replace them, so a config can, e.g., shrink S3D-G with
-`depth_multiplier` or rewrite its block schedule.
+Every model family registers its models beside its own code (inception.py,
+resnet.py, ...), one `ModelSpec` per name: the module factory and its
+keyword defaults, the family, the name of its classifier module and the
+input normalisation its reference weights expect. Overrides (a config's
+`model` section) replace the defaults, so a config can, e.g., shrink S3D-G
+with `depth_multiplier` or set TSM's segment count.
 """
+from collections.abc import Callable, Mapping
+import dataclasses
 import functools
-from typing import Any, Callable
+import types
+from typing import Any
 
 import flax.linen as nn
 
 from vidjax.errors import VidjaxError
-from vidjax.layers import conv as conv_lib
-from vidjax.models import inception
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register(name: str, factory: Callable[..., nn.Module], **defaults: Any):
-  _REGISTRY[name] = functools.partial(factory, **defaults)
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What the rest of vidjax needs to know of a registered model.
+
+  Attributes:
+    name: the registry name.
+    factory: the linen Module class (or a callable returning a Module).
+    defaults: keyword arguments the factory gets unless overridden.
+    family: 'inception', 'resnet', ...: models of one family share a
+      parameter layout and a converter.
+    head: the classifier module's name at the top of the parameter tree.
+      `init_from` keeps it fresh when the class count differs.
+    normalization: the `data.normalization` preset its reference weights
+      were trained with (vidjax/data/transforms.py); configs use it.
+  """
+  name: str
+  factory: Callable[..., nn.Module]
+  defaults: Mapping[str, Any]
+  family: str
+  head: str
+  normalization: str
+
+  def create(self, num_classes: int, **overrides: Any) -> nn.Module:
+    options = {**self.defaults, **overrides}
+    return self.factory(num_classes=num_classes, **options)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, factory: Callable[..., nn.Module], *, family: str,
+             head: str, normalization: str, **defaults: Any) -> ModelSpec:
+  """Adds `name` to the registry; a second registration replaces the first."""
+  spec = ModelSpec(name, factory, types.MappingProxyType(dict(defaults)),
+                   family, head, normalization)
+  _REGISTRY[name] = spec
+  return spec
 
 
 def list_models() -> list[str]:
+  _load_families()
   return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+  """The spec registered as `name`, or a VidjaxError listing the known ones."""
+  _load_families()
+  if name not in _REGISTRY:
+    raise VidjaxError(f'unknown model {name!r}; known models: '
+                      f'{", ".join(list_models())}')
+  return _REGISTRY[name]
 
 
 def create_model(name: str, *, num_classes: int, **overrides: Any) -> nn.Module:
   """Returns the linen Module called `name` with the given class count."""
-  if name not in _REGISTRY:
-    raise VidjaxError(f'unknown model {name!r}; known models: '
-                      f'{", ".join(list_models())}')
+  spec = get_spec(name)
   try:
-    return _REGISTRY[name](num_classes=num_classes, **overrides)
+    return spec.create(num_classes, **overrides)
   except TypeError as e:
     raise VidjaxError(f'bad options for model {name!r}: {e}') from None
 
 
-_N = len(inception.SCHEDULED_BLOCKS)
-# TF-slim layout (the paper's code): S3D-G and its ablations.
-register('s3dg', inception.InceptionVideoNet, schedule=('sep+gate',) * _N,
-         stem='3d', stem_temporal_kernel=3)
-register('s3d', inception.InceptionVideoNet, schedule=('sep',) * _N,
-         stem='3d', stem_temporal_kernel=3)
-register('i3d', inception.InceptionVideoNet, schedule=('3d',) * _N,
-         stem='3d', stem_temporal_kernel=7)
-register('i2d', inception.InceptionVideoNet, schedule=('2d',) * _N,
-         stem='2d', stem_temporal_kernel=1)
-# torchvision's S3D (`torchvision.models.video.s3d`): separable stem with a
-# temporal kernel of 7, BN after both halves of every separable conv,
-# symmetric padding, no gating. Its checkpoints load into this layout.
-register('s3d_torchvision', inception.InceptionVideoNet,
-         schedule=('sep',) * _N, stem='sep', stem_temporal_kernel=7,
-         numerics=conv_lib.TORCHVISION)
-
-
-# The network surgery of Xie et al. (Fig. 2): split the scheduled blocks at a
-# max-pool. Bottom-heavy models keep 3D convs (and a 3D stem) below the split
-# and 2D above; top-heavy models the reverse, with a 2D stem. TF-slim can only
-# express the top-heavy half (`temporal_conv_startat`); both are schedules here.
-SPLIT_POINTS = {  # Pool name → index of the first scheduled block above it.
-    'MaxPool_3a': inception.SCHEDULED_BLOCKS.index('Mixed_3b'),
-    'MaxPool_4a': inception.SCHEDULED_BLOCKS.index('Mixed_4b'),
-    'MaxPool_5a': inception.SCHEDULED_BLOCKS.index('Mixed_5b'),
-}
-
-
-def heavy_schedule(kind: str, split: str, bottom: bool) -> tuple[str, ...]:
-  """`kind` ('3d' or 'sep') on one side of `split`, '2d' on the other."""
-  first_above = SPLIT_POINTS[split]
-  below, above = (kind, '2d') if bottom else ('2d', kind)
-  return tuple(below if i < first_above else above for i in range(_N))
-
-
-for _split in SPLIT_POINTS:
-  _tag = _split.split('_')[1]  # '3a', '4a', '5a'.
-  for _kind, _family, _stem_kt in (('3d', 'i3d', 7), ('sep', 's3d', 3)):
-    register(f'bottom_heavy_{_family}_{_tag}', inception.InceptionVideoNet,
-             schedule=heavy_schedule(_kind, _split, bottom=True), stem='3d',
-             stem_temporal_kernel=_stem_kt)
-    register(f'top_heavy_{_family}_{_tag}', inception.InceptionVideoNet,
-             schedule=heavy_schedule(_kind, _split, bottom=False), stem='2d',
-             stem_temporal_kernel=1)
-
-# Fast-S3D: the paper's speed-oriented S3D, top-heavy with separable convs.
-# Our text of the paper does not pin its split; we take MaxPool_4a, the split
-# whose top-heavy models the paper's Fig. 4 shows at the knee of the
-# accuracy-FLOPs curve (40.75 G MACs at 64×224² vs S3D's 64.18 G). Any other
-# split is `top_heavy_s3d_3a` / `_5a`.
-register('fast_s3d', inception.InceptionVideoNet,
-         schedule=heavy_schedule('sep', 'MaxPool_4a', bottom=False),
-         stem='2d', stem_temporal_kernel=1)
+@functools.cache
+def _load_families():
+  # The families import this module to register; importing them here, on
+  # first use rather than at import, keeps that cycle harmless.
+  # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel
+  from vidjax.models import inception  # noqa: F401
+  from vidjax.models import resnet  # noqa: F401

@@ -15,17 +15,17 @@ import numpy as np
 
 from vidjax.errors import VidjaxError
 
-# The classifier of every model family; kept fresh when the shapes differ.
-HEAD_MODULES = ('Logits',)
+
+def _is_head(path: tuple[str, ...], head: str) -> bool:
+  # path is (collection, module, ...): the classifier sits at the top.
+  return len(path) > 1 and path[1] == head
 
 
-def _is_head(path: tuple[str, ...]) -> bool:
-  return any(part in HEAD_MODULES for part in path)
-
-
-def merge(fresh: dict[str, Any], loaded: dict[str, Any],
-          source: str) -> tuple[dict[str, Any], list[str]]:
+def merge(fresh: dict[str, Any], loaded: dict[str, Any], source: str, *,
+          head: str) -> tuple[dict[str, Any], list[str]]:
   """Overlays `loaded` variables on `fresh` ones (both {'params', ...}).
+
+  `head` is the classifier module's name (the model's registry spec).
 
   Returns:
     The merged variables and the '/'-joined names kept from `fresh`.
@@ -42,7 +42,7 @@ def merge(fresh: dict[str, Any], loaded: dict[str, Any],
     other = loaded_flat.get(path)
     if other is not None and tuple(other.shape) == tuple(value.shape):
       merged[path] = np.asarray(other, dtype=value.dtype)
-    elif _is_head(path):
+    elif _is_head(path, head):
       merged[path] = value
       kept_fresh.append(name)
     elif other is None:
@@ -64,8 +64,10 @@ def load(directory: str, model_name: str, fresh: dict[str, Any]):
   """Reads DIR (from `vidjax.convert`) and merges it into `fresh` variables."""
   # Imported here: only runs that fine-tune need orbax's restore path.
   from vidjax import convert  # pylint: disable=g-import-not-at-top
+  from vidjax.models import registry  # pylint: disable=g-import-not-at-top
   source_model, _, loaded = convert.restore_converted(directory)
   if source_model != model_name:
     raise VidjaxError(f'init_from {directory} holds {source_model!r} weights '
                       f'but config.model_name is {model_name!r}')
-  return merge(fresh, loaded, directory)
+  return merge(fresh, loaded, directory,
+               head=registry.get_spec(model_name).head)
