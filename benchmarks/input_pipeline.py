@@ -1,7 +1,9 @@
 """Training-clip throughput per CPU core: vidjax's JPEG TFRecords vs PyAV mp4.
 
-  bash run.sh python benchmarks/input_pipeline.py            # ~2 min
-  bash run.sh python benchmarks/input_pipeline.py --videos=16 --clips=64
+  bash run.sh python benchmarks/input_pipeline.py      # 8 videos, 48 clips
+  bash run.sh python benchmarks/input_pipeline.py --videos=4 --clips=32 \
+      --rounds=2 --json=/tmp/input.json               # ~3.5 min on 2 cores
+  bash run.sh python benchmarks/input_pipeline.py --threads=1 --rounds=3
 
 Both sides make the same training clips from the same synthetic videos
 (Kinetics-like: 340x256, i.e. short side 256, 25 fps, 10 s, a panning
@@ -12,50 +14,160 @@ textured background with moving shapes):
   Kinetics S3D-G config's training steps: random clip, random 224² crop
   decoded as a window (`decode_and_crop_jpeg`), flip, Inception
   normalisation, batches of 8.
-* PyTorch-style: mp4 (H.264, x264 defaults but crf 23, so one key frame per
-  10 s clip as in FFmpeg-trimmed Kinetics files), decoded with PyAV in the
-  `__getitem__` of a `torch.utils.data.Dataset` as PySlowFast's PyAV path
-  does: seek to the key frame before a random start, decode up to the last
-  sampled frame, convert the sampled frames to RGB numpy, random 224² crop,
-  flip, normalise as float32, and batches of 8 by a `DataLoader`
-  (num_workers=0: the loop runs in this process, so its CPU time is
+* PyTorch-style ('pyav'): mp4 (H.264, x264 defaults but crf 23, so one key
+  frame per 10 s clip as in FFmpeg-trimmed Kinetics files), decoded with
+  PyAV in the `__getitem__` of a `torch.utils.data.Dataset` as PySlowFast's
+  PyAV path does: seek to the key frame before a random start, decode up to
+  the last sampled frame, convert the sampled frames to RGB numpy, random
+  224² crop, flip, normalise as float32, and batches of 8 by a `DataLoader`
+  (num_workers=0: the loop runs in the side's process, so its CPU time is
   measurable).
 
-"Clips per second per core" is clips divided by the CPU time the process
-spent (user + system, all threads), so a busy machine slows the wall clock
-but barely the figure. Each side also runs with one thread (tf.data's private
-pool of 1; PyAV/FFmpeg and torch at 1 thread) and reports wall-clock clips/s.
+Measured with benchmarks/harness.py. The parent process generates the data
+once (into a temporary directory it removes at the end, or into --keep),
+then for each clip setting and thread setting runs the two loaders as
+sides: each a fresh process of this script (`--side=vidjax|pyav
+--data=DIR ...`), alone on the machine, --rounds times, alternating vidjax,
+pyav, vidjax, ... A side builds its loader, takes --warmup batches (the
+first builds tf.data's graph and fills its buffers; the harness reports
+them apart) and then times --clips / --batch steps, a step being one
+`next(batches)` of a batch. Besides the harness's wall-clock step times the
+side records the CPU time of every step (`time.process_time`: user + system,
+all threads of the process) in its result's `info`, from which the parent
+prints clips per CPU-second, "per core": a busy machine slows the wall clock
+but barely that figure. Both figures are printed, with the harness's
+per-side medians and spreads, thread counts, environment and the machine's
+matmul rate.
+
+Threads (--threads): '1' runs tf.data with a private thread pool of one
+thread, and PyAV/FFmpeg and torch at one thread each; 'default' leaves each
+library its own default (tf.data's shared pool, FFmpeg's automatic frame
+threading, torch's intra-op threads).
 
 Clips: 16x224² with stride 4 (2.4 s; SlowFast/X3D-style) and 64x224² with
-stride 1 (2.56 s; I3D/S3D-G). The JPEG side decodes only the sampled frames;
-the mp4 side must decode every frame from the key frame to the last sampled
-one: that asymmetry is the point of storing JPEGs.
+stride 1 (2.56 s; I3D/S3D-G), and, vidjax only, 8 TSN segments over the
+whole video with multi-scale crops (TSN/TSM's clip). The JPEG side decodes
+only the sampled frames; the mp4 side must decode every frame from the key
+frame to the last sampled one: that asymmetry is the point of storing
+JPEGs. Last, a table of the host cores a TPU v5e-8 would need at these
+per-core rates.
+
+Until 2026-12-02 this script timed both loaders in ONE process, one after the
+other; benchmarks/README.md keeps that table, labelled as such.
 """
+from __future__ import annotations
+
+import argparse
+import glob
 import os
 import shutil
 import sys
 import tempfile
 import time
 
-from absl import app
-from absl import flags
-import numpy as np
+_START = time.perf_counter()
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+# vidjax.data.formats imports jax, and with jax[tpu] installed (the test
+# environment) JAX would try to open a TPU (vidjax/platform.py).
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-_VIDEOS = flags.DEFINE_integer('videos', 8, 'Synthetic videos to generate.')
-_SECONDS = flags.DEFINE_float('seconds', 10.0, 'Length of each video.')
-_FPS = flags.DEFINE_integer('fps', 25, 'Frame rate.')
-_CLIPS = flags.DEFINE_integer('clips', 48, 'Timed clips per measurement.')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Clips per batch.')
-_KEEP = flags.DEFINE_string('keep', None, 'Keep the generated data here.')
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HEIGHT, WIDTH = 256, 340
 CROP = 224
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 SETTINGS = ((16, 4), (64, 1))  # (frames, stride)
+TSN_SEGMENTS = 8
+THREADS = ('1', 'default')
 NOISE = 3.0  # Per-frame grain, grey levels (sets the mp4 bitrate).
+# A side that hangs (a stuck decoder) should fail the run, not stall it; a
+# 64-frame side at --clips=96 on one busy core takes well under this.
+SIDE_TIMEOUT_S = 1800
+# What the sides run under, so that the harness prints it. Neither side is
+# JAX, so XLA_FLAGS is removed rather than reported.
+VIDJAX_ENV = {'TF_CPP_MIN_LOG_LEVEL': '2', 'TF_ENABLE_ONEDNN_OPTS': '0',
+              'XLA_FLAGS': None}
+PYAV_ENV = {'XLA_FLAGS': None}
+
+
+class _Parser(argparse.ArgumentParser):
+
+  def error(self, message):
+    # argparse's usage block and exit 2 would break `vidjax: error: ...`.
+    raise VidjaxError(f'{message} (see python benchmarks/input_pipeline.py '
+                      '--help)')
+
+
+def parse(argv=None) -> argparse.Namespace:
+  """The flags, checked; a bad one raises VidjaxError."""
+  p = _Parser(description=__doc__.split('\n')[0])
+  p.add_argument('--videos', type=int, default=8,
+                 help='synthetic videos to generate')
+  p.add_argument('--seconds', type=float, default=10.0,
+                 help='length of each video')
+  p.add_argument('--fps', type=int, default=25, help='frame rate')
+  p.add_argument('--clips', type=int, default=48,
+                 help='timed clips per side per round (whole batches)')
+  p.add_argument('--batch', type=int, default=8, help='clips per batch')
+  p.add_argument('--warmup', type=int, default=1,
+                 help='untimed batches per side per round (the first builds '
+                 "tf.data's graph)")
+  p.add_argument('--rounds', type=int, default=2,
+                 help='fresh processes per side, alternating the sides')
+  p.add_argument('--threads', default=','.join(THREADS),
+                 help='comma-separated thread settings, of: '
+                 + ', '.join(THREADS))
+  p.add_argument('--json', default=None,
+                 help='also write every result (all steps, all rounds) here')
+  p.add_argument('--keep', default=None,
+                 help='generate the data into this directory and keep it')
+  # The side's own process: set by the runner, not by hand.
+  p.add_argument('--side', choices=('vidjax', 'pyav'), help=argparse.SUPPRESS)
+  p.add_argument('--data', help=argparse.SUPPRESS)
+  p.add_argument('--frames', type=int, help=argparse.SUPPRESS)
+  p.add_argument('--stride', type=int, help=argparse.SUPPRESS)
+  p.add_argument('--segments', action='store_true', help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  for name, low in (('videos', 1), ('clips', 1), ('batch', 1),
+                    ('warmup', 1), ('rounds', 1), ('fps', 1)):
+    if getattr(args, name) < low:
+      raise VidjaxError(f'--{name} must be >= {low}, not '
+                        f'{getattr(args, name)}')
+  if args.clips < args.batch:
+    raise VidjaxError(f'--clips ({args.clips}) must be at least one batch '
+                      f'(--batch={args.batch})')
+  if args.seconds * args.fps < 1:
+    raise VidjaxError(f'--seconds={args.seconds} at --fps={args.fps} makes '
+                      'videos of no frames')
+  args.threads = _choose(args.threads)
+  if args.side and (not args.data or len(args.threads) != 1 or
+                    (args.frames is None) != (args.stride is None) or
+                    (args.frames is None and not args.segments)):
+    raise VidjaxError('--side wants --data, one --threads and --frames with '
+                      '--stride (or --segments); the runner sets them')
+  return args
+
+
+def _choose(text: str) -> list[str]:
+  names = [n for n in text.split(',') if n]
+  unknown = sorted(set(names) - set(THREADS))
+  if unknown or not names:
+    raise VidjaxError(f'unknown --threads {", ".join(unknown) or "(none)"}; '
+                      f'known: {", ".join(THREADS)}')
+  return names
+
+
+def steps_per_round(args) -> int:
+  return args.clips // args.batch
 
 
 # -----------------------------------------------------------------------------
@@ -129,6 +241,13 @@ def _encode_mp4(path, frames, fps):
     for frame in frames:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, 'rgb24')))
     container.mux(stream.encode(None))
+
+
+def mp4_paths(directory: str) -> list[str]:
+  # Numeric order, as write_data made them: the sampler's indices then pick
+  # the same videos in every process.
+  paths = glob.glob(os.path.join(directory, 'video*.mp4'))
+  return sorted(paths, key=lambda p: int(os.path.basename(p)[5:-4]))
 
 
 # -----------------------------------------------------------------------------
@@ -220,20 +339,108 @@ def torch_batches(mp4s, num_frames, stride, batch, one_thread):
   return iter(loader)
 
 
-def measure(batches, num_clips, batch):
-  """(clips per CPU-second, clips per wall-second) after one warm-up batch."""
-  next(batches)
-  steps = max(1, num_clips // batch)
-  cpu, wall = time.process_time(), time.perf_counter()
-  for _ in range(steps):
+# -----------------------------------------------------------------------------
+# A side: one loader alone in this process.
+# -----------------------------------------------------------------------------
+
+
+def run_side(args):
+  """Builds the side's loader and times it through harness.run_side."""
+  one_thread = args.threads == ['1']
+  if args.side == 'vidjax':
+    if not glob.glob(os.path.join(args.data, 'clips-*')):
+      raise VidjaxError(f'no TFRecords clips-* in --data={args.data}')
+    batches = vidjax_batches(args.data, args.frames or TSN_SEGMENTS,
+                             args.stride or 1, args.batch, one_thread,
+                             segments=args.segments)
+    # TF sizes its shared inter-op pool, which tf.data uses without a
+    # private pool, to the CPUs this process may run on.
+    threads = 1 if one_thread else len(os.sched_getaffinity(0))
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    info = {'tensorflow': tf.__version__,
+            'tf.data pool': ('private, 1 thread' if one_thread
+                             else 'shared inter-op pool')}
+  else:
+    mp4s = mp4_paths(args.data)
+    if not mp4s:
+      raise VidjaxError(f'no video*.mp4 in --data={args.data}')
+    batches = torch_batches(mp4s, args.frames, args.stride, args.batch,
+                            one_thread)
+    import av  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+    threads = torch.get_num_threads()
+    info = {'torch': torch.__version__, 'av': av.__version__,
+            'ffmpeg threads': '1' if one_thread else 'AUTO'}
+  # run_side times wall clock only. The CPU time of each step goes into
+  # `info`, which run_side copies into its result line after the steps, so
+  # these lists are full by then (they are shared, not copied, either way).
+  info.update(clips_per_step=args.batch, cpu_warmup_s=[], cpu_step_s=[])
+
+  def step():
+    start = time.process_time()
     next(batches)
-  cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-  return steps * batch / cpu, steps * batch / wall
+    cpu = time.process_time() - start
+    warm = len(info['cpu_warmup_s']) < args.warmup
+    info['cpu_warmup_s' if warm else 'cpu_step_s'].append(cpu)
+
+  harness.run_side(step, warmup=args.warmup, iters=steps_per_round(args),
+                   setup_s=time.perf_counter() - _START, threads=threads,
+                   info=info)
+
+
+def side_argv(args, side: str, threads: str, frames: int | None = None,
+              stride: int | None = None, segments: bool = False) -> list[str]:
+  argv = [sys.executable, os.path.abspath(__file__), f'--side={side}',
+          f'--data={args.data}', f'--threads={threads}',
+          f'--batch={args.batch}', f'--clips={args.clips}',
+          f'--warmup={args.warmup}']
+  if segments:
+    return argv + ['--segments']
+  return argv + [f'--frames={frames}', f'--stride={stride}']
+
+
+def sides(args, frames: int, stride: int, threads: str) -> list[harness.Side]:
+  """vidjax and pyav on one clip and thread setting."""
+  return [harness.Side('vidjax', side_argv(args, 'vidjax', threads, frames,
+                                           stride), VIDJAX_ENV,
+                       SIDE_TIMEOUT_S),
+          harness.Side('pyav', side_argv(args, 'pyav', threads, frames,
+                                         stride), PYAV_ENV, SIDE_TIMEOUT_S)]
+
+
+def tsn_sides(args, threads: str) -> list[harness.Side]:
+  """vidjax alone on TSN segments: PyAV has no such loader here."""
+  return [harness.Side('vidjax', side_argv(args, 'vidjax', threads,
+                                           segments=True), VIDJAX_ENV,
+                       SIDE_TIMEOUT_S)]
 
 
 # -----------------------------------------------------------------------------
-# Model cost.
+# The parent: data, rounds, tables.
 # -----------------------------------------------------------------------------
+
+
+def rates(side: dict) -> dict:
+  """Clips per CPU-second and per wall-second of a harness side result.
+
+  Per CPU-second: each round's timed clips over its timed CPU seconds, then
+  the median over rounds (sums, not per-step ratios, since tf.data's
+  prefetching moves work between neighbouring steps).
+  """
+  per_round = []
+  for run in side['runs']:
+    info = run['info']
+    clips = info['clips_per_step'] * len(info['cpu_step_s'])
+    per_round.append(clips / sum(info['cpu_step_s']))
+  clips_per_step = side['runs'][0]['info']['clips_per_step']
+  return {'cpu': harness.median(per_round), 'cpu_per_round': per_round,
+          'wall': clips_per_step / side['median_s'],
+          'wall_per_round': [clips_per_step / m
+                             for m in side['round_medians_s']]}
+
+
+def _range(values) -> str:
+  return f'{min(values):.2f}-{max(values):.2f}'
 
 
 def s3dg_gmacs(frames):
@@ -247,84 +454,122 @@ def s3dg_gmacs(frames):
   return complexity.forward_macs(model, variables, shape) / 1e9
 
 
-def main(argv):
-  del argv
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
-  directory = _KEEP.value or tempfile.mkdtemp(prefix='vidjax_bench_')
-  os.makedirs(directory, exist_ok=True)
-  num_frames = int(round(_SECONDS.value * _FPS.value))
+def main(argv=None):
+  args = parse(argv)
+  if args.side:
+    return run_side(args)
+  args.data = os.path.abspath(args.keep or tempfile.mkdtemp(
+      prefix='vidjax_bench_'))
+  os.makedirs(args.data, exist_ok=True)
   try:
-    t0 = time.perf_counter()
-    mp4s = write_data(directory, _VIDEOS.value, num_frames, _FPS.value)
-    mp4_mb = sum(os.path.getsize(p) for p in mp4s) / len(mp4s) / 1e6
-    rec_mb = sum(os.path.getsize(os.path.join(directory, f))
-                 for f in os.listdir(directory)
-                 if f.startswith('clips-')) / len(mp4s) / 1e6
-    print(f'{len(mp4s)} videos of {num_frames} frames {WIDTH}x{HEIGHT} '
-          f'generated in {time.perf_counter() - t0:.0f} s; per video: mp4 '
-          f'{mp4_mb:.2f} MB, TFRecord (JPEG q90) {rec_mb:.2f} MB', flush=True)
-    rows = []
-    for frames, stride in SETTINGS:
-      clip = f'{frames}x{CROP}², stride {stride}'
-      r = {}
-      for one_thread in (True, False):
-        key = '1 thread' if one_thread else 'default threads'
-        r['vidjax', key] = measure(vidjax_batches(
-            directory, frames, stride, _BATCH.value, one_thread),
-                                   _CLIPS.value, _BATCH.value)
-        r['pyav', key] = measure(torch_batches(
-            mp4s, frames, stride, _BATCH.value, one_thread),
-                                 _CLIPS.value, _BATCH.value)
-        print(f'{clip}, {key}: vidjax {r["vidjax", key][0]:.2f} clips/CPU-s '
-              f'({r["vidjax", key][1]:.2f}/s wall), PyAV '
-              f'{r["pyav", key][0]:.2f} clips/CPU-s '
-              f'({r["pyav", key][1]:.2f}/s wall)', flush=True)
-      rows.append((frames, clip, r))
-    # TSN/TSM clips (8 segments over the whole video), vidjax only: the
-    # cores estimate for TSM-R50 below.
-    tsn = measure(vidjax_batches(directory, 8, 1, _BATCH.value, True,
-                                 segments=True), _CLIPS.value, _BATCH.value)
-
-    print('\nClips per second per core (clips / CPU-second of the process, '
-          'all threads); "best" takes each side at its better thread '
-          'setting.')
-    print('| clip | vidjax, 1 thread | vidjax, default threads | PyAV mp4, 1 '
-          'thread | PyAV mp4, default threads | ratio, best vs best |')
-    print('|---|---|---|---|---|---|')
-    per_core = {}
-    for frames, clip, r in rows:
-      best_jx = max(r['vidjax', k][0] for k in ('1 thread', 'default threads'))
-      best_pt = max(r['pyav', k][0] for k in ('1 thread', 'default threads'))
-      per_core[frames] = best_jx
-      print(f'| {clip} | {r["vidjax", "1 thread"][0]:.2f} | '
-            f'{r["vidjax", "default threads"][0]:.2f} | '
-            f'{r["pyav", "1 thread"][0]:.2f} | '
-            f'{r["pyav", "default threads"][0]:.2f} | '
-            f'{best_jx / best_pt:.2f}x |')
-    print(f'| 8x{CROP}² TSN segments (vidjax only) | {tsn[0]:.2f} | | | | |')
-
-    print('\nHost cores to feed a TPU v5e-8: training = 3x forward FLOPs, '
-          '1 MAC = 2 FLOPs, bf16 peak 197 TFLOP/s per chip, 40% MFU.')
-    print('| model | G MACs/clip (fwd) | train TFLOP/clip | clips/s per '
-          'chip | clips/s per host (8 chips) | vidjax clips/s per core | '
-          'cores |')
-    print('|---|---|---|---|---|---|---|')
-    models = [(f'S3D-G {f}x{CROP}²', s3dg_gmacs(f), per_core[f])
-              for f, _ in SETTINGS]
-    # vidjax has no ResNet yet: REFERENCES.md's fvcore count.
-    models.append((f'TSM-R50 8x{CROP}² (32.70 G MACs, published)', 32.70,
-                   tsn[0]))
-    for name, gmacs, rate in models:
-      train_tflop = 3 * 2 * gmacs / 1e3
-      per_chip = 197 * 0.40 / train_tflop
-      per_host = 8 * per_chip
-      print(f'| {name} | {gmacs:.2f} | {train_tflop:.3f} | {per_chip:.0f} | '
-            f'{per_host:.0f} | {rate:.2f} | {per_host / rate:.0f} |')
+    return _compare(args)
   finally:
-    if not _KEEP.value:
-      shutil.rmtree(directory, ignore_errors=True)
+    if not args.keep:
+      shutil.rmtree(args.data, ignore_errors=True)
+
+
+def _compare(args):
+  num_frames = int(round(args.seconds * args.fps))
+  t0 = time.perf_counter()
+  mp4s = write_data(args.data, args.videos, num_frames, args.fps)
+  mp4_mb = sum(os.path.getsize(p) for p in mp4s) / len(mp4s) / 1e6
+  rec_mb = sum(os.path.getsize(p) for p in glob.glob(
+      os.path.join(args.data, 'clips-*'))) / len(mp4s) / 1e6
+  steps = steps_per_round(args)
+  print(f'{len(mp4s)} videos of {num_frames} frames {WIDTH}x{HEIGHT} '
+        f'generated in {time.perf_counter() - t0:.0f} s; per video: mp4 '
+        f'{mp4_mb:.2f} MB, TFRecord (JPEG q90) {rec_mb:.2f} MB. Per side '
+        f'and round a fresh process: {args.warmup} warm-up batch(es), then '
+        f'{steps} timed batches of {args.batch} clips', flush=True)
+
+  comparisons, rows = [], []
+  for frames, stride in SETTINGS:
+    clip = f'{frames}x{CROP}², stride {stride}'
+    r = {}
+    for threads in args.threads:
+      key = f'{threads} thread' if threads == '1' else 'default threads'
+      result = harness.measure(sides(args, frames, stride, threads),
+                               rounds=args.rounds, label=f'{clip}, {key}')
+      for name in ('vidjax', 'pyav'):
+        r[name, threads] = rates(result['sides'][name])
+        print(f'  {name}: {r[name, threads]["cpu"]:.2f} clips/CPU-s (per '
+              f'round {_range(r[name, threads]["cpu_per_round"])}), '
+              f'{r[name, threads]["wall"]:.2f} clips/s wall', flush=True)
+      comparisons.append({'clip': clip, 'threads': threads,
+                          'clips_per_s': {n: r[n, threads]
+                                          for n in ('vidjax', 'pyav')},
+                          **result})
+    rows.append((frames, clip, r))
+  # TSN/TSM clips (8 segments over the whole video), vidjax only: the cores
+  # estimate for TSM-R50 below.
+  tsn = {}
+  for threads in args.threads:
+    key = f'{threads} thread' if threads == '1' else 'default threads'
+    result = harness.measure(tsn_sides(args, threads), rounds=args.rounds,
+                             label=f'{TSN_SEGMENTS}x{CROP}² TSN segments, '
+                             f'{key}')
+    tsn[threads] = rates(result['sides']['vidjax'])
+    print(f'  vidjax: {tsn[threads]["cpu"]:.2f} clips/CPU-s (per round '
+          f'{_range(tsn[threads]["cpu_per_round"])}), '
+          f'{tsn[threads]["wall"]:.2f} clips/s wall', flush=True)
+    comparisons.append({'clip': f'{TSN_SEGMENTS}x{CROP}² TSN segments',
+                        'threads': threads,
+                        'clips_per_s': {'vidjax': tsn[threads]}, **result})
+
+  def cell(rate):
+    return f'{rate["cpu"]:.2f} ({rate["wall"]:.2f})' if rate else '—'
+
+  print('\nClips per CPU-second of the side\'s process (all threads), median '
+        'over rounds; wall-clock clips/s in brackets. "best" takes each side '
+        'at its better thread setting, per CPU-second.')
+  header = [f'{n}, {"1 thread" if t == "1" else "default threads"}'
+            for n in ('vidjax', 'PyAV mp4') for t in args.threads]
+  print('| clip | ' + ' | '.join(header) + ' | vidjax / PyAV, best vs best |')
+  print('|---' * (len(header) + 2) + '|')
+  per_core = {}
+  for frames, clip, r in rows:
+    best_jx = max(r['vidjax', t]['cpu'] for t in args.threads)
+    best_pt = max(r['pyav', t]['cpu'] for t in args.threads)
+    per_core[frames] = best_jx
+    cells = [cell(r[n, t]) for n in ('vidjax', 'pyav') for t in args.threads]
+    print(f'| {clip} | ' + ' | '.join(cells) +
+          f' | {best_jx / best_pt:.2f}x |')
+  cells = ([cell(tsn[t]) for t in args.threads] +
+           ['' for _ in args.threads])
+  print(f'| {TSN_SEGMENTS}x{CROP}² TSN segments (vidjax only) | '
+        + ' | '.join(cells) + ' | |')
+  tsn_best = max(tsn[t]['cpu'] for t in args.threads)
+
+  print('\nHost cores to feed a TPU v5e-8: training = 3x forward FLOPs, '
+        '1 MAC = 2 FLOPs, bf16 peak 197 TFLOP/s per chip, 40% MFU.')
+  print('| model | G MACs/clip (fwd) | train TFLOP/clip | clips/s per '
+        'chip | clips/s per host (8 chips) | vidjax clips/s per core | '
+        'cores |')
+  print('|---|---|---|---|---|---|---|')
+  models = [(f'S3D-G {f}x{CROP}²', s3dg_gmacs(f), per_core[f])
+            for f, _ in SETTINGS]
+  # TSM-R50: REFERENCES.md's published fvcore count.
+  models.append((f'TSM-R50 {TSN_SEGMENTS}x{CROP}² (32.70 G MACs, '
+                 'published)', 32.70, tsn_best))
+  cores = []
+  for name, gmacs, rate in models:
+    train_tflop = 3 * 2 * gmacs / 1e3
+    per_chip = 197 * 0.40 / train_tflop
+    per_host = 8 * per_chip
+    cores.append({'model': name, 'gmacs': gmacs, 'per_core': rate,
+                  'cores': per_host / rate})
+    print(f'| {name} | {gmacs:.2f} | {train_tflop:.3f} | {per_chip:.0f} | '
+          f'{per_host:.0f} | {rate:.2f} | {per_host / rate:.0f} |')
+  if args.json:
+    harness.write_json(args.json, {
+        'args': {k: v for k, v in vars(args).items()
+                 if k not in ('side', 'data', 'frames', 'stride', 'segments')},
+        'data': {'videos': len(mp4s), 'frames': num_frames,
+                 'mp4_mb_per_video': mp4_mb,
+                 'tfrecord_mb_per_video': rec_mb},
+        'comparisons': comparisons, 'host_cores_v5e_8': cores})
+    print(f'results: {args.json}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  harness.cli_main(main)

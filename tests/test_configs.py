@@ -10,6 +10,7 @@ import pytest
 from configs import demo
 from vidjax.data import pipeline
 from vidjax.models import create_model
+from vidjax.models import registry
 from vidjax.train import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,3 +69,47 @@ def test_main_without_kinetics_is_one_clear_error(tmp_path):
   assert len(lines) == 1 and lines[0].startswith('vidjax: error:'), (
       proc.stderr)
   assert 'kinetics400' in lines[0]
+
+
+TSM_CONFIGS = [
+    ('kinetics400_tsm', '', 'kinetics400', 8, 'dense'),
+    ('kinetics400_tsm', 'segments=16', 'kinetics400', 16, 'dense'),
+    ('kinetics400_tsm', 'sampling=uniform', 'kinetics400', 8, 'uniform'),
+    ('kinetics400_tsm', 'segments=16,sampling=uniform', 'kinetics400', 16,
+     'uniform'),
+    ('ssv2_tsm', '', 'ssv2', 8, 'uniform'),
+    ('ssv2_tsm', 'segments=16', 'ssv2', 16, 'uniform'),
+]
+
+
+@pytest.mark.parametrize('name,arg,dataset,segments,sampling', TSM_CONFIGS)
+def test_tsm_config_resolves(name, arg, dataset, segments, sampling):
+  module = importlib.import_module(f'configs.{name}')
+  config = module.get_config(arg)
+  assert _flat_keys(config) == _flat_keys(demo.get_config())
+  data = config.data
+  assert data.name == dataset and data.num_frames == segments
+  sampler = 'sample_dense' if sampling == 'dense' else 'sample_segments'
+  assert sampler in data.train_steps and sampler in data.eval_steps
+  assert 'crop_multi_scale' in data.train_steps
+  if sampling == 'dense':  # The official stride: 64 // T.
+    assert data.frame_stride == 64 // segments
+  pipeline._check_args(data, config.batch_size, 0, 0, 1)
+  pipeline._steps(data, True)
+  pipeline._steps(data, False)
+  assert pipeline.normalization(data) == pipeline.normalization(
+      {'normalization': registry.get_spec(config.model_name).normalization})
+  assert data.horizontal_flip is (dataset == 'kinetics400')
+  model = create_model(config.model_name, num_classes=400,
+                       **config.model.to_dict())
+  assert model.num_segments == segments and model.shift == 'bidirectional'
+  assert f'--config=configs/{name}.py' in module.__doc__
+
+
+def test_tsm_config_argument_errors():
+  from configs import kinetics400_tsm  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='segments must be one of'):
+    kinetics400_tsm.get_config('segments=12')
+  with pytest.raises(ValueError, match='bad config argument'):
+    kinetics400_tsm.get_config('frames=8')
+  assert kinetics400_tsm.get_config('model=tsn_r50').model_name == 'tsn_r50'

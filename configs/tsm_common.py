@@ -1,0 +1,108 @@
+"""What the TSN/TSM configs share: the argument string and the model section.
+
+A config takes `--config=configs/kinetics400_tsm.py:segments=16,sampling=
+uniform,model=tsn_r50` (big_vision's `path:arg` convention of
+ml_collections' config_flags): comma-separated key=value pairs over
+`DEFAULTS`.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from vidjax.data import pipeline
+from vidjax.parallel import mesh
+
+DEFAULTS = {'segments': 8, 'sampling': 'dense', 'model': 'tsm_r50'}
+SAMPLINGS = ('dense', 'uniform')
+EPOCHS = 50
+WARMUP_EPOCHS = 1
+# TSN's augmentation in place of the Inception crop of the default lists
+# (vidjax/data/pipeline.py); colour jitter is not in TSM's recipe.
+TRAIN_STEPS = ('parse', 'sample_dense', 'crop_multi_scale', 'decode', 'flip',
+               'resize', 'normalize')
+EVAL_STEPS = ('parse', 'sample_dense', 'decode', 'reverse_time',
+              'resize_short_side', 'spatial_crops', 'normalize')
+SEGMENTS = (8, 16)
+
+
+def parse_arg(arg: str | None) -> dict:
+  """'segments=16,sampling=uniform' → DEFAULTS updated; ValueError if bad."""
+  options = dict(DEFAULTS)
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in DEFAULTS:
+      raise ValueError(f'bad config argument {item!r}: want key=value with a '
+                       f'key in {sorted(DEFAULTS)}')
+    options[key] = int(value) if key == 'segments' else value
+  if options['segments'] not in SEGMENTS:
+    raise ValueError(f'segments must be one of {SEGMENTS}, got '
+                     f'{options["segments"]}')
+  if options['sampling'] not in SAMPLINGS:
+    raise ValueError(f'sampling must be one of {SAMPLINGS}, got '
+                     f'{options["sampling"]!r}')
+  return options
+
+
+def model_config(segments: int) -> ml_collections.ConfigDict:
+  """The official scripts' model: shift 1/8 each way, blockres, dropout 0.5."""
+  return ml_collections.ConfigDict(dict(
+      num_segments=segments, shift_div=8, placement='residual',
+      temporal_pool=False, dropout_rate=0.5))
+
+
+def sampling_steps(steps: tuple[str, ...], sampling: str) -> tuple[str, ...]:
+  """Step lists with TSN's segment sampling in place of dense clips."""
+  if sampling == 'dense':
+    return tuple(steps)
+  return tuple('sample_segments' if s == 'sample_dense' else s for s in steps)
+
+
+def dense_stride(segments: int) -> int:
+  # The official dense sampling: `segments` frames at stride 64 // segments
+  # from a random position (8 frames at stride 8, 16 at stride 4).
+  return 64 // segments
+
+
+def make_config(options: dict, *, dataset: str, train_clips: int,
+                batch_size: int, learning_rate: float, flip: bool,
+                test_views: tuple[int, int],
+                shuffle_buffer: int) -> ml_collections.ConfigDict:
+  """The TSN/TSM training config; the dataset files set what differs."""
+  segments = options['segments']
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model_name = options['model']
+  config.model = model_config(segments)
+
+  data = pipeline.default_data_config()
+  data.name = dataset
+  data.train_split = 'train'
+  data.eval_split = 'validation'
+  data.num_frames = segments
+  data.frame_stride = dense_stride(segments)
+  data.crop_size = 224
+  data.train_steps = sampling_steps(TRAIN_STEPS, options['sampling'])
+  data.eval_steps = sampling_steps(EVAL_STEPS, options['sampling'])
+  data.horizontal_flip = flip
+  data.normalization = 'imagenet'
+  data.eval_resize_ratio = 256 / 224  # Short side 256, then 224² crops.
+  data.num_test_clips, data.num_test_crops = test_views
+  data.shuffle_buffer = shuffle_buffer
+  config.data = data
+
+  config.batch_size = batch_size
+  config.eval_batch_size = batch_size
+  steps_per_epoch = train_clips // batch_size
+  config.total_steps = EPOCHS * steps_per_epoch
+  config.label_smoothing = 0.0
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate, momentum=0.9, nesterov=False,
+      weight_decay=1e-4, warmup_steps=WARMUP_EPOCHS * steps_per_epoch))
+  # BN statistics over the global batch: PySlowFast and MMAction2 train TSM
+  # with synchronised BN (the official DataParallel code computes them per
+  # GPU; --config.bn_sync_devices=k does that).
+  config.update(mesh.default_config(bn_sync_devices=0))
+  config.init_from = config_dict.placeholder(str)
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 3
+  return config
