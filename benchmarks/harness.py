@@ -398,6 +398,30 @@ def report(result: Mapping[str, Any], out: TextIO | None = None):
         f'{", " + m["cpu"] if m["cpu"] else ""}; {rate}', file=out, flush=True)
 
 
+def add_step_flags(parser, *, iters: int = 5, warmup: int = 2,
+                   rounds: int = 3):
+  """The flags every step benchmark has: --iters --warmup --rounds --json."""
+  parser.add_argument('--iters', type=int, default=iters,
+                      help='timed steps per side per round')
+  parser.add_argument('--warmup', type=int, default=warmup,
+                      help='untimed steps per side per round (vidjax '
+                      'compiles in the first)')
+  parser.add_argument('--rounds', type=int, default=rounds,
+                      help='fresh processes per side, alternating the sides')
+  parser.add_argument('--json', default=None, help='also write every result '
+                      '(all steps, all rounds) here')
+
+
+def choose(text: str, known: Sequence[str], what: str) -> list[str]:
+  """The comma-separated names of `text`, each one of `known`."""
+  names = [n for n in text.split(',') if n]
+  unknown = sorted(set(names) - set(known))
+  if unknown or not names:
+    raise VidjaxError(f'unknown --{what} {", ".join(unknown) or "(none)"}; '
+                      f'known: {", ".join(known)}')
+  return names
+
+
 def write_json(path: str, result: Any):
   with open(path, 'w', encoding='utf-8') as f:
     json.dump(result, f, indent=1)

@@ -38,7 +38,6 @@ Absolute figures want a quiet machine.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -49,10 +48,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 400
-LEARNING_RATE = 0.01
 # XLA:CPU settings compared. XLA:CPU can hand fusions of some kinds to the
 # YNNPACK library; `--xla_cpu_experimental_ynn_fusion_type` picks which, and an
 # explicit list replaces the default one (which holds convolutions, slower
@@ -88,42 +87,22 @@ def _parse(argv=None):
   # torchvision's head (a 2×7×7 VALID pool) needs >= 13 frames of >= 209 px.
   p.add_argument('--frames', type=int, default=16)
   p.add_argument('--size', type=int, default=224)
-  p.add_argument('--iters', type=int, default=5,
-                 help='timed steps per side per round')
-  p.add_argument('--warmup', type=int, default=2,
-                 help='untimed steps per side per round (vidjax compiles in '
-                 'the first)')
-  p.add_argument('--rounds', type=int, default=3,
-                 help='fresh processes per side, alternating the sides')
+  harness.add_step_flags(p)
   p.add_argument('--settings', default=','.join(DEFAULT_SETTINGS),
                  help='comma-separated XLA flag settings to run, of: '
                  + ', '.join(XLA_SETTINGS))
   p.add_argument('--kinds', default=','.join(KINDS),
                  help='comma-separated, of: ' + ', '.join(KINDS))
-  p.add_argument('--json', default=None,
-                 help='also write every result (all steps, all rounds) here')
   # The side's own process: set by the runner, not by hand.
   p.add_argument('--side', choices=('vidjax', 'torch'), help=argparse.SUPPRESS)
   p.add_argument('--kind', choices=KINDS, help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
 
-def _choose(text: str, known, what: str) -> list[str]:
-  names = [n for n in text.split(',') if n]
-  unknown = sorted(set(names) - set(known))
-  if unknown or not names:
-    raise VidjaxError(f'unknown --{what} {", ".join(unknown) or "(none)"}; '
-                      f'known: {", ".join(known)}')
-  return names
-
-
 def vidjax_side(args):
-  # A CPU benchmark: with jax[tpu] installed, JAX would load libtpu.
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  bench_steps.cpu_only()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
   from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
 
   model = create_model('s3d_torchvision', num_classes=NUM_CLASSES)
@@ -132,35 +111,9 @@ def vidjax_side(args):
   labels = jnp.arange(args.batch) % NUM_CLASSES
   variables = jax.block_until_ready(jax.jit(model.init)(jax.random.key(1),
                                                         video))
-
-  if args.kind == 'infer':
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    step = lambda: jax.block_until_ready(forward(variables, video))
-  else:
-    tx = optax.sgd(LEARNING_RATE)
-
-    # Donated, as vidjax's trainer does: XLA then updates the state in
-    # place, as torch does.
-    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-    def train_step(params, batch_stats, opt_state, x, y):
-      def loss_fn(p):
-        logits, updates = model.apply(
-            {'params': p, 'batch_stats': batch_stats}, x, train=True,
-            mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        return loss.mean(), updates
-      grads, updates = jax.grad(loss_fn, has_aux=True)(params)
-      deltas, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, deltas), updates['batch_stats'],
-              opt_state)
-
-    state = [variables['params'], variables['batch_stats'],
-             tx.init(variables['params'])]
-
-    def step():
-      state[:] = train_step(*state, video, labels)
-      jax.block_until_ready(state)
-
+  step = (bench_steps.vidjax_infer(model, variables, video)
+          if args.kind == 'infer' else
+          bench_steps.vidjax_train(model, variables, video, labels))
   # XLA:CPU sizes its thread pool to the CPUs this process may use.
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START,
@@ -177,22 +130,8 @@ def torch_side(args):
   model = torchvision.models.video.s3d(num_classes=NUM_CLASSES)
   video = torch.randn(args.batch, 3, args.frames, args.size, args.size)
   labels = torch.arange(args.batch) % NUM_CLASSES
-
-  if args.kind == 'infer':
-    model.eval()
-
-    def step():
-      with torch.no_grad():
-        model(video)
-  else:
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
-
-    def step():
-      optimizer.zero_grad(set_to_none=True)
-      torch.nn.functional.cross_entropy(model(video), labels).backward()
-      optimizer.step()
-
+  step = (bench_steps.torch_infer(model, video) if args.kind == 'infer' else
+          bench_steps.torch_train(model, video, labels))
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START,
                    threads=torch.get_num_threads(),
@@ -222,8 +161,8 @@ def main():
     return vidjax_side(args)
   if args.side == 'torch':
     return torch_side(args)
-  settings = _choose(args.settings, XLA_SETTINGS, 'settings')
-  kinds = _choose(args.kinds, KINDS, 'kinds')
+  settings = harness.choose(args.settings, XLA_SETTINGS, 'settings')
+  kinds = harness.choose(args.kinds, KINDS, 'kinds')
   clip = f'{args.batch}×{args.frames}×{args.size}²'
   print(f'S3D (torchvision layout, 8.3M params), batch×T×HW = {clip}; per '
         f'side and round a fresh process: {args.warmup} warm-up then '

@@ -244,4 +244,4 @@ def test_s3d_sides_share_the_setting_env():
   assert '--kind=train' in torch.argv and '--batch=1' in torch.argv
   assert 'GLIBC_TUNABLES' not in s3d.sides(args, 'ynn', 'infer')[0].env
   with pytest.raises(harness.VidjaxError, match='unknown --settings nope'):
-    s3d._choose('ynn,nope', s3d.XLA_SETTINGS, 'settings')
+    harness.choose('ynn,nope', s3d.XLA_SETTINGS, 'settings')

@@ -1,0 +1,79 @@
+"""The timed steps every model benchmark runs, one definition per framework.
+
+"infer" is one forward pass in evaluation mode; "train" is one forward and
+backward pass with BN in training mode plus a plain SGD update, as a
+training loop runs it: optax.sgd inside the jitted step with the state
+donated (as vidjax's trainer does, so XLA updates it in place as torch
+does), and torch.optim.SGD's step. Each returns a no-argument callable
+that runs one step to completion, for `harness.run_side`.
+
+Imports are local: a side's process loads only its own framework.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+LEARNING_RATE = 0.01
+
+
+def cpu_only():
+  """Before importing jax on a CPU benchmark: with jax[tpu] installed, JAX
+  would try to load libtpu."""
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def vidjax_infer(model, variables, video):
+  import jax  # pylint: disable=g-import-not-at-top
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  return lambda: jax.block_until_ready(forward(variables, video))
+
+
+def vidjax_train(model, variables, video, labels):
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  tx = optax.sgd(LEARNING_RATE)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+  def train_step(params, batch_stats, opt_state, x, y):
+    def loss_fn(p):
+      logits, updates = model.apply(
+          {'params': p, 'batch_stats': batch_stats}, x, train=True,
+          mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+      return loss.mean(), updates
+    grads, updates = jax.grad(loss_fn, has_aux=True)(params)
+    deltas, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, deltas), updates['batch_stats'],
+            opt_state)
+
+  state = [variables['params'], variables['batch_stats'],
+           tx.init(variables['params'])]
+
+  def step():
+    state[:] = train_step(*state, video, labels)
+    jax.block_until_ready(state)
+  return step
+
+
+def torch_infer(model, video):
+  import torch  # pylint: disable=g-import-not-at-top
+  model.eval()
+
+  def step():
+    with torch.no_grad():
+      model(video)
+  return step
+
+
+def torch_train(model, video, labels):
+  import torch  # pylint: disable=g-import-not-at-top
+  model.train()
+  optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(video), labels).backward()
+    optimizer.step()
+  return step
