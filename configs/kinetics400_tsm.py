@@ -4,8 +4,8 @@
       --workdir=workdirs/k400_tsm8 --config.data.data_dir=/data/tfds
   # 16 segments, TSN-style uniform sampling, from ImageNet weights
   # (torchvision's resnet50, converted: docs/models.md):
-  python -m vidjax.convert --model=tsm_r50 --source=resnet50.pth \
-      --output=/ckpt/resnet50_in1k
+  python -m vidjax.convert --model=tsm_r50 --torch=resnet50.pth \
+      --out=/ckpt/resnet50_in1k
   python -m vidjax.main \
       --config=configs/kinetics400_tsm.py:segments=16,sampling=uniform \
       --workdir=workdirs/k400_tsm16u --config.init_from=/ckpt/resnet50_in1k

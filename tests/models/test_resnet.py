@@ -225,6 +225,15 @@ class BehaviourTest(chex.TestCase):
     online, online_variables = tiny('tsm_online_r18')
     with self.assertRaisesRegex(VidjaxError, r'one frame \[N, H, W, 3\]'):
       online.apply(online_variables, clip(), state={})
+    frame = clip()[:, 0]
+    with self.assertRaisesRegex(VidjaxError, 'inference only'):
+      online.apply(online_variables, frame, state={}, train=True)
+    state = resnet.init_stream_state(online, online_variables, frame.shape)
+    del state['layer2/block1']
+    state['layer9/block0'] = state['layer1/block0']
+    with self.assertRaisesRegex(VidjaxError, r"missing \['layer2/block1'\], "
+                                r"unexpected \['layer9/block0'\]"):
+      online.apply(online_variables, frame, state=state)
 
   def test_another_segment_count_warns_once(self):
     model, variables = tiny('tsm_r18')

@@ -7,6 +7,8 @@
 `restore_converted` reads back. torch is imported only to read a checkpoint
 file; a state dict of numpy arrays converts without it.
 """
+import functools
+import dataclasses
 import json
 import os
 from typing import Any, Callable, Mapping
@@ -17,15 +19,22 @@ import orbax.checkpoint as ocp
 
 from vidjax.convert import mapping
 from vidjax.convert.inflate import inflate_googlenet
+from vidjax.convert import torch_resnet
 from vidjax.convert import torchvision_s3d
 from vidjax.errors import VidjaxError
 
-__all__ = ['convertible_models', 'inflate_googlenet', 'load_torch',
+__all__ = ['check_options', 'convertible_models', 'converted_options',
+           'inflate_googlenet', 'load_torch', 'model_options',
            'read_state_dict', 'restore_converted', 'save_converted']
 
 # vidjax model name → converter from a state dict to (model, variables).
 _CONVERTERS: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, dict]]]
 _CONVERTERS = {torchvision_s3d.MODEL_NAME: torchvision_s3d.convert}
+# One converter for the whole ResNet family (tsn_r*, tsm_r*, tsm_online_r*):
+# it reads the layout (torchvision, official TSM, mmaction2) off the keys.
+_CONVERTERS.update({
+    name: functools.partial(torch_resnet.convert, name=name)
+    for name in torch_resnet.model_names()})
 # Training scripts often save {'model': state_dict, 'optimizer': ...}.
 _NESTED_KEYS = ('state_dict', 'model')
 _DATA_PARALLEL_PREFIX = 'module.'
@@ -110,9 +119,34 @@ def load_torch(name: str, source: Any) -> tuple[nn.Module, dict]:
   return _CONVERTERS[name](read_state_dict(source))
 
 
+def model_options(name: str, model: nn.Module) -> dict[str, Any]:
+  """The attributes of converted `model` that `create_model(name)` lacks.
+
+  A converter reads structure off the checkpoint (TSM's shift placement,
+  temporal pooling, width); these must travel with the weights, because the
+  same parameter shapes fit models that compute something else.
+  """
+  from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
+  default = create_model(name, num_classes=model.num_classes)
+  options = {}
+  for field in dataclasses.fields(model):
+    if field.name in ('parent', 'name', 'num_classes'):
+      continue
+    value = getattr(model, field.name)
+    if (isinstance(value, (bool, int, float, str)) and
+        value != getattr(default, field.name)):
+      options[field.name] = value
+  return options
+
+
 def save_converted(directory: str, name: str, num_classes: int,
-                   variables: dict, *, overwrite: bool = False) -> str:
-  """Writes DIR/variables (orbax) and DIR/vidjax_model.json; returns DIR."""
+                   variables: dict, *, options: Mapping[str, Any] | None = None,
+                   overwrite: bool = False) -> str:
+  """Writes DIR/variables (orbax) and DIR/vidjax_model.json; returns DIR.
+
+  `options`: model attributes the weights need beyond `name`'s defaults
+  (`model_options`); `converted_options` reads them back.
+  """
   directory = os.path.abspath(directory)
   target = os.path.join(directory, VARIABLES_DIR)
   if os.path.exists(target) and not overwrite:
@@ -124,19 +158,44 @@ def save_converted(directory: str, name: str, num_classes: int,
       checkpointer.save(target, variables, force=overwrite)
       checkpointer.wait_until_finished()
     with open(os.path.join(directory, METADATA_FILE), 'w') as f:
-      json.dump({'model': name, 'num_classes': int(num_classes)}, f,
-                indent=2)
+      json.dump({'model': name, 'num_classes': int(num_classes),
+                 'options': dict(options or {})}, f, indent=2)
   except OSError as e:
     raise VidjaxError(f'cannot write {directory}: '
                       f'{e.strerror or e}') from None
   return directory
 
 
+def converted_options(directory: str) -> dict[str, Any]:
+  """The model options `save_converted` recorded ({} for older outputs)."""
+  try:
+    with open(os.path.join(directory, METADATA_FILE)) as f:
+      return dict(json.load(f).get('options') or {})
+  except (OSError, ValueError, TypeError) as e:
+    raise VidjaxError(f'not a converted vidjax checkpoint: cannot read '
+                      f'{os.path.join(directory, METADATA_FILE)}: {e}') from None
+
+
+def check_options(directory: str, model: nn.Module):
+  """Raises VidjaxError when `model` differs from what DIR's weights need."""
+  wrong = {k: v for k, v in converted_options(directory).items()
+           if getattr(model, k, v) != v}
+  if wrong:
+    fixes = ' '.join(f'--config.model.{k}={v}' for k, v in wrong.items())
+    raise VidjaxError(
+        f'{directory} holds weights of a model with '
+        + ', '.join(f'{k}={v!r}' for k, v in wrong.items())
+        + ' but the config builds '
+        + ', '.join(f'{k}={getattr(model, k)!r}' for k in wrong)
+        + f'; pass {fixes}')
+
+
 def restore_converted(directory: str) -> tuple[str, int, dict]:
   """(model name, num_classes, variables) that `save_converted` wrote.
 
   Variables come back as numpy arrays, like `load_torch`'s; build the model
-  with `vidjax.models.create_model(name, num_classes=num_classes)`.
+  with `vidjax.models.create_model(name, num_classes=num_classes,
+  **converted_options(directory))`.
   """
   directory = os.path.abspath(directory)
   meta_path = os.path.join(directory, METADATA_FILE)

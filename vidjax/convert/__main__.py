@@ -47,8 +47,10 @@ def main(argv):
 
   try:
     model, variables = convert.load_torch(_MODEL.value, _TORCH.value)
-    out = convert.save_converted(_OUT.value, _MODEL.value, model.num_classes,
-                                 variables, overwrite=_OVERWRITE.value)
+    out = convert.save_converted(
+        _OUT.value, _MODEL.value, model.num_classes, variables,
+        options=convert.model_options(_MODEL.value, model),
+        overwrite=_OVERWRITE.value)
   except VidjaxError as e:
     fail(e, verbose=_VERBOSE.value)
   count = sum(a.size for a in convert.mapping.flatten(variables).values())

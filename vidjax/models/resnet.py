@@ -11,9 +11,9 @@ sits on its 3×3 conv), run on every frame of an NTHWC clip: each conv is a
     the channels come from the next frame and 1/8 from the previous one
     (`shift_div`), in the residual branch only (`placement='residual'`, the
     official 'blockres') or for the whole block ('in_place', 'block').
-    ResNet-101 shifts every second block of every stage: the official
-    `make_temporal_shift` sets n_round = 2 when layer3 has 23 blocks and
-    applies it in layer1–4 alike.
+    In 'blockres', ResNet-101 shifts every second block of every stage: the
+    official `make_temporal_shift` sets n_round = 2 when layer3 has 23
+    blocks and applies it in layer1–4 alike; 'block' wraps every block.
   * TSM online (`shift='right'`): channels come from the past only, so the
     model runs on a stream; `__call__(frame, state=...)` takes one frame and
     the cached channels of every shifted block and returns that frame's
@@ -32,10 +32,12 @@ channels with the neighbouring shard (vidjax/layers/shift.py).
 
 Streaming. `state` maps a shifted block's path ('layer1/block0') to its
 buffer [N, 1, H, W, C // shift_div]: the first channels of the previous
-frame's block input. An empty dict is the reset state (zeros). Fed frame by
-frame from a reset, the logits equal the offline causal model's per-frame
-logits (`features['frame_logits']`), which tests/models/test_resnet.py
-checks.
+frame's block input. An empty dict is the reset state (zeros); under
+`jax.jit` start from `init_stream_state` instead, whose pytree is the one
+every step returns, so the step compiles once. Fed frame by frame from a
+reset, the logits equal the offline causal model's per-frame logits
+(`features['frame_logits']`; tests/models/test_resnet.py,
+tests/test_stream.py).
 """
 from collections.abc import Mapping
 import dataclasses
@@ -164,11 +166,13 @@ class Bottleneck(_Block, kw_only=True):
 BLOCKS = {'basic': BasicBlock, 'bottleneck': Bottleneck}
 
 
-def shifted_blocks(depth: int) -> list[tuple[int, int]]:
-  """(stage, block) indices the official 'blockres' TSM shifts."""
+def shifted_blocks(depth: int,
+                   placement: str = 'residual') -> list[tuple[int, int]]:
+  """(stage, block) indices the official TSM shifts in `placement`."""
   _, counts = DEPTHS[depth]
-  # The official n_round: every second block once layer3 has >= 23 blocks.
-  every = 2 if counts[2] >= 23 else 1
+  # The official n_round, for 'blockres' only: every second block once
+  # layer3 has >= 23 blocks. 'block' (in_place) wraps every block.
+  every = 2 if placement == 'residual' and counts[2] >= 23 else 1
   return [(s, b) for s, n in enumerate(counts) for b in range(n)
           if b % every == 0]
 
@@ -257,6 +261,9 @@ class TSM(nn.Module):
       if video.ndim != 4:
         raise VidjaxError(f'a stream step takes one frame [N, H, W, 3], got '
                           f'shape {video.shape}')
+      if train or return_features:
+        raise VidjaxError('a stream step is inference only: no train=True or '
+                          'return_features=True with a state')
       video = video[:, None]
     elif video.ndim != 5:
       raise VidjaxError(f'TSM takes clips [N, T, H, W, 3], got shape '
@@ -269,7 +276,17 @@ class TSM(nn.Module):
     block_cls = BLOCKS[kind]
     if self.remat == 'block':
       block_cls = nn.remat(block_cls, static_argnums=(2,))
-    shifted = set(shifted_blocks(self.depth)) if self.shift != 'none' else ()
+    shifted = (set(shifted_blocks(self.depth, self.placement))
+               if self.shift != 'none' else ())
+    if streaming and state:
+      # Only {} is the implicit reset: a partial state would silently reset
+      # the blocks it lacks on every frame.
+      want = {f'layer{s + 1}/block{b}' for s, b in shifted}
+      if set(state) != want:
+        raise VidjaxError(
+            f'stream state does not fit this model: missing '
+            f'{sorted(want - set(state)) or "none"}, unexpected '
+            f'{sorted(set(state) - want) or "none"}')
 
     features = {}
     x = video.astype(self.dtype) if self.dtype else video
@@ -307,7 +324,7 @@ class TSM(nn.Module):
         key = f'{stage}/block{b}'
         if streaming and is_shifted:
           buffer = state.get(key)
-          if buffer is None:
+          if buffer is None:  # The reset state, {}.
             buffer = shift_lib.init_shift_buffer(
                 x.shape, fold_div=self.shift_div, dtype=x.dtype)
           x, new_state[key] = block(x, train, buffer)

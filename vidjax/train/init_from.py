@@ -60,8 +60,13 @@ def merge(fresh: dict[str, Any], loaded: dict[str, Any], source: str, *,
   return flax.traverse_util.unflatten_dict(merged), kept_fresh
 
 
-def load(directory: str, model_name: str, fresh: dict[str, Any]):
-  """Reads DIR (from `vidjax.convert`) and merges it into `fresh` variables."""
+def load(directory: str, model_name: str, fresh: dict[str, Any],
+         model=None):
+  """Reads DIR (from `vidjax.convert`) and merges it into `fresh` variables.
+
+  With `model`, also checks that it has the structure the weights were
+  converted with (e.g. TSM's placement): equal shapes do not imply that.
+  """
   # Imported here: only runs that fine-tune need orbax's restore path.
   from vidjax import convert  # pylint: disable=g-import-not-at-top
   from vidjax.models import registry  # pylint: disable=g-import-not-at-top
@@ -69,5 +74,7 @@ def load(directory: str, model_name: str, fresh: dict[str, Any]):
   if source_model != model_name:
     raise VidjaxError(f'init_from {directory} holds {source_model!r} weights '
                       f'but config.model_name is {model_name!r}')
+  if model is not None:
+    convert.check_options(directory, model)
   return merge(fresh, loaded, directory,
                head=registry.get_spec(model_name).head)

@@ -96,7 +96,8 @@ def _init_from(config, setup, state) -> TrainState:
   """
   fresh = {'params': state.params, 'batch_stats': state.batch_stats}
   merged, kept_fresh = init_from_lib.load(config.init_from,
-                                          config.model_name, fresh)
+                                          config.model_name, fresh,
+                                          model=setup.model)
   print(f'Initialised from {config.init_from}'
         + (f'; kept fresh: {", ".join(kept_fresh)}' if kept_fresh else ''),
         flush=True)

@@ -1,0 +1,339 @@
+"""vidjax.stream: online TSM fed frame by frame equals the offline causal
+model; `python -m vidjax.stream` end to end; bad input is one clear line.
+
+Tiny on purpose (tsm_online_r18 at width 8, 32² frames, a 6-frame video):
+the CLI runs in-process, so the stream step compiles once per shape and
+the compilation cache of the test run (tests/conftest.py) serves repeats.
+"""
+import json
+import textwrap
+import wave
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vidjax import stream
+from vidjax.convert import save_converted
+from vidjax.data import pipeline  # noqa: F401  TF loads here, not mid-test.
+from vidjax.data import video_io
+from vidjax.models import create_model
+from vidjax.train import checkpoint as checkpoint_lib
+from vidjax.train import steps
+
+NAME, WIDTH, CLASSES, SIZE, FRAMES = 'tsm_online_r18', 8, 5, 32, 6
+CLASS_NAMES = ('archery', 'bowling', 'cooking', 'dancing', 'eating')
+
+
+def random_variables(model, seed: int) -> dict:
+  """Every parameter and BN statistic random (He-scaled kernels), numpy.
+
+  From the shapes alone (eval_shape of a one-frame stream init): no
+  initialisation is compiled.
+  """
+  abstract = nn.unbox(jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)), state={})))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    shape = leaf.shape
+    if name == 'kernel':
+      scale = np.sqrt(2.0 / np.prod(shape[:-1]))
+      return (rng.standard_normal(shape) * scale).astype(np.float32)
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+  variables = jax.tree_util.tree_map_with_path(
+      fill, {k: abstract[k] for k in ('params', 'batch_stats')})
+  return jax.tree.map(np.asarray, variables)
+
+
+@pytest.fixture(scope='module')
+def model():
+  return create_model(NAME, num_classes=CLASSES, width=WIDTH)
+
+
+@pytest.fixture(scope='module')
+def variables(model):
+  return random_variables(model, seed=0)
+
+
+@pytest.fixture(scope='module')
+def offline(model):
+  """The offline causal model, jitted: (variables, clip) → features."""
+  return jax.jit(lambda v, clip: model.apply(v, clip, return_features=True)[1])
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory, variables):
+  """A converted checkpoint, a 6-frame 48×40 video, class names, a config."""
+  root = tmp_path_factory.mktemp('stream')
+  converted = save_converted(str(root / 'converted'), NAME, CLASSES,
+                             variables)
+  rng = np.random.default_rng(1)
+  # Smooth frames (H.264 keeps them close) that move, so frames differ.
+  base = rng.integers(0, 256, (FRAMES, 5, 6, 3)).astype(np.float32)
+  frames = np.repeat(np.repeat(base, 8, axis=1), 8, axis=2).astype(np.uint8)
+  video = root / 'clip.mp4'
+  video_io.encode_video(video, frames, fps=25)
+  names = root / 'names.txt'
+  names.write_text('\n'.join(CLASS_NAMES) + '\n')
+  config = root / 'config.py'
+  config.write_text(textwrap.dedent(f'''\
+      from configs import kinetics400_tsm_online
+
+      def get_config():
+        config = kinetics400_tsm_online.get_config()
+        config.model_name = {NAME!r}
+        config.model.width = {WIDTH}
+        config.data.crop_size = {SIZE}
+        config.data.eval_resize_ratio = 1.15  # Short side 37 of 40x48.
+        config.data.class_names_file = {str(names)!r}
+        return config
+      '''))
+  return dict(root=root, converted=converted, video=str(video),
+              config=str(config))
+
+
+def run_cli(capfd, *args):
+  """`python -m vidjax.stream ARGS` in-process: (exit code, stdout, stderr)."""
+  capfd.readouterr()
+  try:
+    code = stream.main(['vidjax.stream', *map(str, args)])
+  except SystemExit as e:
+    code = e.code
+  out, err = capfd.readouterr()
+  return code, out, err
+
+
+def rel_error(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+# ---------------------------------------------------------------------------
+# (a) Streaming equals offline.
+# ---------------------------------------------------------------------------
+
+
+def test_streaming_equals_offline_causal_model(model, variables, offline):
+  clip = jax.random.normal(jax.random.key(2), (1, FRAMES, SIZE, SIZE, 3))
+  features = offline(variables, clip)
+  frame_logits = np.asarray(features['frame_logits'][0])  # [T, classes]
+  assert np.std(frame_logits) > 0.1  # Random BN stats and head: not ~0.
+
+  step = stream.make_stream_step(model)
+  state = stream.init_state(model, variables, (1, SIZE, SIZE, 3))
+  streamed = []
+  for t in range(FRAMES):
+    logits, state = step(variables, clip[:, t], state)
+    streamed.append(np.asarray(logits[0]))
+  streamed = np.stack(streamed)
+  assert rel_error(streamed, frame_logits) < 1e-5
+  np.testing.assert_allclose(streamed, frame_logits, rtol=1e-5,
+                             atol=1e-5 * np.max(np.abs(frame_logits)))
+  assert step._cache_size() == 1  # The zero state keeps one compilation.
+
+  # stream_video: per-frame logits, and the running mean of logits after n
+  # frames is the offline model's clip logits on those n frames.
+  updates = list(stream.stream_video(
+      step, variables, np.asarray(clip[0]),
+      stream.init_state(model, variables, (1, SIZE, SIZE, 3))))
+  assert [u.count for u in updates] == list(range(1, FRAMES + 1))
+  assert rel_error([u.logits for u in updates], frame_logits) < 1e-5
+  for n in (1, 3, FRAMES):
+    np.testing.assert_allclose(updates[n - 1].mean_logits,
+                               frame_logits[:n].mean(0), rtol=1e-5,
+                               atol=1e-6)
+  assert rel_error(updates[-1].mean_logits, features['logits'][0]) < 1e-5
+  probs = updates[-1].probabilities
+  assert abs(probs.sum() - 1) < 1e-5 and np.argmax(probs) == np.argmax(
+      features['logits'][0])
+  assert updates[-1].frames_per_second > 0
+  windowed = list(stream.stream_video(
+      step, variables, np.asarray(clip[0]),
+      stream.init_state(model, variables, (1, SIZE, SIZE, 3)), window=2))
+  np.testing.assert_allclose(windowed[-1].mean_logits,
+                             frame_logits[-2:].mean(0), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# (b) The command line, end to end.
+# ---------------------------------------------------------------------------
+
+
+def test_cli_streams_a_video(capfd, files, variables, offline):
+  code, out, err = run_cli(capfd, f'--config={files["config"]}',
+                           f'--checkpoint={files["converted"]}',
+                           '--top_k=3', '--every=2', files['video'])
+  assert code == 0, err
+  assert 'Traceback' not in err and 'vidjax:' not in err, err
+  lines = out.strip().splitlines()
+  progress = [l for l in lines if l.startswith('frame ')]
+  assert [l.split(' |')[0] for l in progress] == [
+      'frame 2/6', 'frame 4/6', 'frame 6/6'], out
+  for line in progress:
+    assert 'frames/s, ETA ' in line and '| top-3: ' in line, line
+  assert 'ETA 00:00' in progress[-1]
+  assert 'short side 37, centre 32x32, imagenet normalisation' in out
+  done = next(l for l in lines if l.startswith('done: '))
+  assert done.startswith('done: 6 frames in ') and 'frames/s end to end' in (
+      done)
+
+  # The final top-3 is the offline model's on the same preprocessed frames.
+  with stream.VideoFrames(files['video'], crop_size=SIZE, short_side=37,
+                          mean=(0.485, 0.456, 0.406),
+                          std=(0.229, 0.224, 0.225)) as frames:
+    assert (frames.num_frames, frames.width, frames.height) == (6, 48, 40)
+    clip = np.stack(list(frames))[None]
+  assert clip.shape == (1, FRAMES, SIZE, SIZE, 3)
+  logits = np.asarray(offline(variables, clip)['logits'][0])
+  top3 = [CLASS_NAMES[i] for i in np.argsort(-logits)[:3]]
+  final = lines[-1]
+  assert final.startswith('top-3: '), out
+  assert [part.rsplit(' ', 1)[0] for part in
+          final[len('top-3: '):].split(', ')] == top3, (final, top3)
+
+
+def test_cli_reads_a_trainer_workdir(capfd, files, variables):
+  """The trainer's own save (TrainState with an optimizer state)."""
+  workdir = files['root'] / 'workdir'
+  params = jax.tree.map(jnp.asarray, variables['params'])
+  state = steps.TrainState(
+      step=jnp.asarray(7, jnp.int32), params=params,
+      batch_stats=jax.tree.map(jnp.asarray, variables['batch_stats']),
+      opt_state=optax.sgd(0.1, momentum=0.9).init(params))
+  manager = checkpoint_lib.make_manager(str(workdir), save_every_steps=1,
+                                        keep=2)
+  checkpoint_lib.save(manager, 7, state, force=True)
+  manager.close()
+  (workdir / 'config.json').write_text(json.dumps({'model_name': NAME}))
+
+  loaded = stream.load_checkpoint(str(workdir))
+  assert (loaded.kind, loaded.step, loaded.model_name) == ('trainer', 7, NAME)
+  same = jax.tree.map(np.array_equal, loaded.variables, variables)
+  assert all(jax.tree.leaves(same))
+  # The checkpoints directory itself works too; class indices without names.
+  code, out, err = run_cli(capfd, f'--config={files["config"]}',
+                           f'--checkpoint={workdir}/checkpoints',
+                           '--config.data.class_names_file=',
+                           '--config.data.name=tfrecord', '--every=6',
+                           files['video'])
+  assert code == 0, err
+  assert 'Traceback' not in err and 'vidjax:' not in err, err
+  assert 'trainer checkpoint, step 7' in out
+  assert 'top-5: class ' in out.strip().splitlines()[-1], out
+
+
+# ---------------------------------------------------------------------------
+# (c) Bad input: exit 1, one `vidjax: error:` line, no traceback.
+# ---------------------------------------------------------------------------
+
+
+def assert_one_error_line(code, err, *needles):
+  assert code == 1, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('vidjax: error: '), err
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize('kind,needle', [
+    ('missing', 'file not found'),
+    ('not_a_video', 'cannot open (not a video'),
+    ('empty', 'empty file'),
+    ('no_frames', 'no decodable video frames'),
+    ('audio_only', 'no video stream'),
+])
+def test_undecodable_video(capfd, files, kind, needle):
+  path = files['root'] / f'{kind}.mp4'
+  if kind == 'not_a_video':
+    path.write_text('this is not a video\n' * 20)
+  elif kind == 'empty':
+    path.write_bytes(b'')
+  elif kind == 'no_frames':
+    # A Matroska file cut inside its first Cluster's header (ID and size):
+    # it opens, has a video stream, and no frame.
+    path = path.with_suffix('.mkv')
+    video_io.encode_video(path, np.zeros((2, 32, 32, 3), np.uint8), fps=25)
+    data = path.read_bytes()
+    path.write_bytes(data[:data.index(bytes.fromhex('1f43b675')) + 12])
+  elif kind == 'audio_only':
+    path = path.with_suffix('.wav')
+    with wave.open(str(path), 'wb') as audio:
+      audio.setnchannels(1)
+      audio.setsampwidth(2)
+      audio.setframerate(8000)
+      audio.writeframes(np.zeros(800, np.int16).tobytes())
+  code, _, err = run_cli(capfd, f'--config={files["config"]}',
+                         f'--checkpoint={files["converted"]}', path)
+  assert_one_error_line(code, err, str(path), needle)
+
+
+@pytest.mark.parametrize('model_name,needle', [
+    ('tsm_r18', "shift='bidirectional') reads the next frame"),
+    ('tsn_r18', 'has no temporal shift'),
+    ('s3dg', "model 's3dg' (inception) cannot stream"),
+])
+def test_model_that_cannot_stream(capfd, files, model_name, needle):
+  code, _, err = run_cli(capfd, f'--config={files["config"]}',
+                         f'--config.model_name={model_name}',
+                         f'--checkpoint={files["converted"]}', files['video'])
+  assert_one_error_line(code, err, needle, 'tsm_online_r50')
+
+
+def test_checkpoint_of_another_model(capfd, files):
+  other = create_model('tsm_online_r34', num_classes=CLASSES, width=WIDTH)
+  directory = save_converted(str(files['root'] / 'r34'), 'tsm_online_r34',
+                             CLASSES, random_variables(other, seed=3))
+  code, _, err = run_cli(capfd, f'--config={files["config"]}',
+                         f'--checkpoint={directory}', files['video'])
+  assert_one_error_line(
+      code, err, "holds 'tsm_online_r34' weights, a ResNet-34",
+      "model 'tsm_online_r18' is a ResNet-18",
+      'unused params/layer1/block2, params/layer2/block2, ')
+  # Another family: S3D-G weights (only their shapes matter here).
+  s3dg = create_model('s3dg', num_classes=CLASSES, depth_multiplier=0.25)
+  abstract = nn.unbox(jax.eval_shape(s3dg.init, jax.random.key(0),
+                                     jnp.zeros((1, 8, 32, 32, 3))))
+  zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                       {k: abstract[k] for k in ('params', 'batch_stats')})
+  directory = save_converted(str(files['root'] / 's3dg'), 's3dg', CLASSES,
+                             zeros)
+  code, _, err = run_cli(capfd, f'--config={files["config"]}',
+                         f'--checkpoint={directory}', files['video'])
+  assert_one_error_line(code, err, "holds 's3dg' weights, no ResNet")
+
+
+@pytest.mark.parametrize('what,needle', [
+    ('missing', 'does not exist'),
+    ('neither', 'is neither a trainer workdir'),
+    ('empty_workdir', 'no checkpoint in'),
+])
+def test_bad_checkpoint_directory(capfd, files, what, needle):
+  directory = files['root'] / f'ckpt_{what}'
+  if what == 'neither':
+    directory.mkdir()
+  elif what == 'empty_workdir':
+    (directory / 'checkpoints').mkdir(parents=True)
+  code, _, err = run_cli(capfd, f'--config={files["config"]}',
+                         f'--checkpoint={directory}', files['video'])
+  assert_one_error_line(code, err, needle)
+
+
+def test_flag_errors(capfd, files):
+  code, _, err = run_cli(capfd, f'--config={files["config"]}',
+                         f'--checkpoint={files["converted"]}')
+  assert_one_error_line(code, err, 'give one VIDEO file')
+  code, _, err = run_cli(capfd, f'--checkpoint={files["converted"]}',
+                         files['video'])
+  assert_one_error_line(code, err, 'config')
+  code, _, err = run_cli(capfd, f'--config={files["config"]}',
+                         '--config.no_such_key=1',
+                         f'--checkpoint={files["converted"]}', files['video'])
+  assert_one_error_line(code, err, 'no_such_key')
