@@ -1,8 +1,11 @@
 """Parameter and multiply-accumulate counts, read off the traced program.
 
 MACs are what the papers and torchvision call "FLOPs" (fvcore's convention):
-one per multiply-add of every convolution and matrix product, nothing for
-batch norm, activations, pooling or gating's sigmoid. Counting the jaxpr
+one per multiply-add of every convolution and matrix product, and, as fvcore
+counts them, 5 per element of every affine LayerNorm (4 without the affine);
+nothing for batch norm (folded into the conv at inference), activations,
+pooling or gating's sigmoid. TimeSformer's published 196.05 G include its
+LayerNorms' 0.22 G. Counting the jaxpr
 rather than the module tree means every lowering of a layer (a 1×1×1 conv as
 an einsum, a 1×k×k conv folded to 2D) and every model family (attention's
 matmuls included) is counted the same way, and nothing runs: the program is
@@ -72,9 +75,21 @@ def forward_macs(model, variables, input_shape, dtype=jnp.float32) -> int:
   `variables` may be abstract (from `jax.eval_shape(model.init, ...)`).
   """
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
-  closed = jax.make_jaxpr(
-      lambda v, x: model.apply(v, x, train=False))(variables, x)
-  return jaxpr_macs(closed.jaxpr)
+  norms = []
+
+  def count_norms(next_fun, args, kwargs, context):
+    if (isinstance(context.module, nn.LayerNorm) and
+        context.method_name == '__call__'):
+      module = context.module
+      affine = module.use_scale or module.use_bias
+      norms.append(math.prod(args[0].shape) * (5 if affine else 4))
+    return next_fun(*args, **kwargs)
+
+  def forward(v, x):
+    with nn.intercept_methods(count_norms):
+      return model.apply(v, x, train=False)
+  closed = jax.make_jaxpr(forward)(variables, x)
+  return jaxpr_macs(closed.jaxpr) + sum(norms)
 
 
 def abstract_variables(model, input_shape, dtype=jnp.float32):

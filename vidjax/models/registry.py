@@ -87,3 +87,4 @@ def _load_families():
   # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel
   from vidjax.models import inception  # noqa: F401
   from vidjax.models import resnet  # noqa: F401
+  from vidjax.models import timesformer  # noqa: F401
