@@ -113,3 +113,34 @@ def test_tsm_config_argument_errors():
   with pytest.raises(ValueError, match='bad config argument'):
     kinetics400_tsm.get_config('frames=8')
   assert kinetics400_tsm.get_config('model=tsn_r50').model_name == 'tsn_r50'
+
+
+@pytest.mark.parametrize('name,arg,dataset,frames,crop', [
+    ('kinetics400_timesformer', '', 'kinetics400', 8, 224),
+    ('kinetics400_timesformer', 'size=hr', 'kinetics400', 16, 448),
+    ('kinetics400_timesformer', 'size=l,scheme=joint', 'kinetics400', 96,
+     224),
+    ('ssv2_timesformer', '', 'ssv2', 8, 224),
+    ('ssv2_timesformer', 'scheme=axial', 'ssv2', 8, 224),
+])
+def test_timesformer_config_resolves(name, arg, dataset, frames, crop):
+  module = importlib.import_module(f'configs.{name}')
+  config = module.get_config(arg)
+  assert _flat_keys(config) == _flat_keys(demo.get_config())
+  data = config.data
+  assert (data.name, data.num_frames, data.crop_size) == (dataset, frames,
+                                                          crop)
+  pipeline._check_args(data, config.batch_size, 0, 0, 1)
+  pipeline._steps(data, True)
+  pipeline._steps(data, False)
+  spec = registry.get_spec(config.model_name)
+  assert spec.family == 'timesformer'
+  assert pipeline.normalization(data) == ((0.45,) * 3, (0.225,) * 3)
+  assert pipeline.normalization(data) == pipeline.normalization(
+      {'normalization': spec.normalization})
+  model = create_model(config.model_name, num_classes=400,
+                       **config.model.to_dict())
+  assert (model.num_frames, model.image_size) == (frames, crop)
+  assert data.horizontal_flip is (dataset == 'kinetics400')
+  assert (data.num_test_clips, data.num_test_crops) == (1, 3)
+  assert f'--config=configs/{name}.py' in module.__doc__

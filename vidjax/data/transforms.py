@@ -19,15 +19,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Maps [0, 1] to [-1, 1]: what TF-slim I3D/S3D checkpoints expect.
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
+# PySlowFast's defaults, which the official TimeSformer trains with.
+SLOWFAST_MEAN = (0.45, 0.45, 0.45)
+SLOWFAST_STD = (0.225, 0.225, 0.225)
 # torchvision's video models (S3D, R(2+1)D, ...): Kinetics-400 statistics.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 # Normalisation presets by model family: `config.data.normalization`.
 NORMALIZATION = {
-    'imagenet': (IMAGENET_MEAN, IMAGENET_STD),  # TSN/TSM, ViT, TimeSformer.
+    'imagenet': (IMAGENET_MEAN, IMAGENET_STD),  # TSN/TSM, ImageNet ResNets.
     'inception': (INCEPTION_MEAN, INCEPTION_STD),  # TF-slim I3D/S3D(-G).
     'kinetics': (KINETICS_MEAN, KINETICS_STD),  # torchvision video models.
+    'slowfast': (SLOWFAST_MEAN, SLOWFAST_STD),  # PySlowFast, TimeSformer.
     'none': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # [0, 1] pixels.
 }
 

@@ -406,7 +406,8 @@ _SCHEME_TAGS = {'space_only': 'space', 'joint_space_time': 'joint',
 
 _register = functools.partial(registry.register, factory=TimeSformer,
                               family='timesformer', head='head',
-                              normalization='imagenet')
+                              # The official configs' DATA.MEAN/STD.
+                              normalization='slowfast')
 # 'timesformer' is Base with divided attention; 'timesformer_joint' Base
 # with joint attention; 'timesformer_hr', 'timesformer_l_axial', ...
 for _size, _options in SIZES.items():
