@@ -45,10 +45,11 @@ def vidjax_train(model, variables, video, labels):
       return loss.mean(), updates
     grads, updates = jax.grad(loss_fn, has_aux=True)(params)
     deltas, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, deltas), updates['batch_stats'],
-            opt_state)
+    # Models without BN (TimeSformer) return no batch_stats.
+    return (optax.apply_updates(params, deltas),
+            updates.get('batch_stats', batch_stats), opt_state)
 
-  state = [variables['params'], variables['batch_stats'],
+  state = [variables['params'], variables.get('batch_stats', {}),
            tx.init(variables['params'])]
 
   def step():
