@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 
 from vidjax.convert import mapping
 from vidjax.convert.inflate import inflate_googlenet
+from vidjax.convert import timesformer
 from vidjax.convert import torch_resnet
 from vidjax.convert import torchvision_s3d
 from vidjax.errors import VidjaxError
@@ -27,14 +28,19 @@ __all__ = ['check_options', 'convertible_models', 'converted_options',
            'inflate_googlenet', 'load_torch', 'model_options',
            'read_state_dict', 'restore_converted', 'save_converted']
 
-# vidjax model name → converter from a state dict to (model, variables).
-_CONVERTERS: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, dict]]]
+# vidjax model name → converter from a state dict to (model, variables);
+# one with `reads_source` set gets the source itself and the overrides.
+_CONVERTERS: dict[str, Callable[..., tuple[nn.Module, dict]]]
 _CONVERTERS = {torchvision_s3d.MODEL_NAME: torchvision_s3d.convert}
 # One converter for the whole ResNet family (tsn_r*, tsm_r*, tsm_online_r*):
 # it reads the layout (torchvision, official TSM, mmaction2) off the keys.
 _CONVERTERS.update({
     name: functools.partial(torch_resnet.convert, name=name)
     for name in torch_resnet.model_names()})
+# The TimeSformer family (timesformer*): Hugging Face directories and state
+# dicts, the official .pyth, ImageNet ViTs. These converters read the source
+# themselves (`reads_source`) and take keyword overrides (num_heads, ...).
+_CONVERTERS.update(timesformer.converters())
 # Training scripts often save {'model': state_dict, 'optimizer': ...}.
 _NESTED_KEYS = ('state_dict', 'model')
 _DATA_PARALLEL_PREFIX = 'module.'
@@ -98,25 +104,39 @@ def read_state_dict(source: Any) -> dict[str, Any]:
   return state
 
 
-def load_torch(name: str, source: Any) -> tuple[nn.Module, dict]:
+def load_torch(name: str, source: Any, **overrides: Any
+               ) -> tuple[nn.Module, dict]:
   """Converts a PyTorch checkpoint into vidjax model `name`.
 
   Args:
     name: the vidjax model the checkpoint is for (`convertible_models()`).
     source: a state dict (str → torch tensor or numpy array) or the path of
-      a file `torch.save` wrote (a bare or nested state dict).
+      a file `torch.save` wrote (a bare or nested state dict). TimeSformer
+      models also take a Hugging Face model directory (config.json and
+      weights), a .safetensors file and the official .pyth.
+    **overrides: what the checkpoint cannot tell, for converters that take
+      options (TimeSformer: num_heads, num_classes, ...; see
+      vidjax/convert/timesformer.py). Others take none.
 
   Returns:
     (model, variables): `model.apply(variables, video_nthwc, train=False)`
     gives the PyTorch model's eval-mode logits; variables are
-    {'params', 'batch_stats'} of float32 numpy arrays.
+    {'params', 'batch_stats'} of float32 numpy arrays ({'params'} alone for
+    models without batch norm, such as TimeSformer).
 
   Raises:
-    VidjaxError: unknown model, unreadable file, or a checkpoint whose tensors
-      do not match the model one for one.
+    VidjaxError: unknown model, unreadable file, unknown or contradicted
+      overrides, or a checkpoint whose tensors do not match the model one
+      for one.
   """
   _check_name(name)
-  return _CONVERTERS[name](read_state_dict(source))
+  converter = _CONVERTERS[name]
+  if getattr(converter, 'reads_source', False):
+    return converter(source, **overrides)
+  if overrides:
+    raise VidjaxError(f'the {name} converter takes no options; got '
+                      f'{", ".join(sorted(overrides))}')
+  return converter(read_state_dict(source))
 
 
 def model_options(name: str, model: nn.Module) -> dict[str, Any]:

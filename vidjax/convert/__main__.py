@@ -25,6 +25,9 @@ _TORCH = flags.DEFINE_string(
     'torch', None, 'PyTorch checkpoint file (a state dict, bare or under '
     "'state_dict' or 'model').")
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
+_OPTION = flags.DEFINE_multi_string(
+    'option', [], 'key=value the checkpoint cannot tell, repeatable (a '
+    'TimeSformer state dict: --option=num_heads=12).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Replace an existing conversion in --out.')
 _VERBOSE = flags.DEFINE_bool('verbose', False,
@@ -39,6 +42,25 @@ def fail(error: BaseException, verbose: bool):
   cli.exit_with_error(str(error))
 
 
+def parse_options(items) -> dict:
+  """['num_heads=12', 'qkv_bias=false'] → {'num_heads': 12, ...}."""
+  options = {}
+  for item in items:
+    key, sep, text = item.partition('=')
+    if not sep or not key:
+      raise VidjaxError(f'--option wants key=value, got {item!r}')
+    value = {'true': True, 'false': False}.get(text.lower(), text)
+    if isinstance(value, str):
+      for kind in (int, float):
+        try:
+          value = kind(text)
+          break
+        except ValueError:
+          pass
+    options[key] = value
+  return options
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -46,7 +68,8 @@ def main(argv):
   from vidjax import convert  # pylint: disable=g-import-not-at-top
 
   try:
-    model, variables = convert.load_torch(_MODEL.value, _TORCH.value)
+    model, variables = convert.load_torch(_MODEL.value, _TORCH.value,
+                                          **parse_options(_OPTION.value))
     out = convert.save_converted(
         _OUT.value, _MODEL.value, model.num_classes, variables,
         options=convert.model_options(_MODEL.value, model),

@@ -405,6 +405,12 @@ def _is_oom(error: Exception) -> bool:
           or 'out of memory' in text.lower())
 
 
+def _has_option(model_name: str, option: str) -> bool:
+  from vidjax.models import registry  # pylint: disable=g-import-not-at-top
+  factory = registry.get_spec(model_name).factory
+  return option in getattr(factory, '__dataclass_fields__', {})
+
+
 def _model_option(config, name, default):
   return config.model.get(name, default) if 'model' in config else default
 
@@ -455,9 +461,13 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
   mesh_lib.check_batch(batch, mesh)
   # build() shards the labels by config.batch_size.
   config.batch_size = batch
+  overrides = dict(remat=remat, dtype=jnp.dtype(dtype))
+  if _has_option(config.model_name, 'lowering'):
+    overrides['lowering'] = lowering
+  else:  # A model without convs to lower (TimeSformer).
+    lowering = '-'
   with _abstract_keys():
-    setup = steps.build(config, num_classes, mesh, lowering=lowering,
-                        remat=remat, dtype=jnp.dtype(dtype))
+    setup = steps.build(config, num_classes, mesh, **overrides)
   rng = jax.eval_shape(lambda: jax.random.key(0))
   report = Report(
       topology=topology.name + (f' x{topology.num_slices} slices'
