@@ -56,7 +56,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from unittest import mock
 
 # Configs import the data pipeline (TensorFlow): keep its banners out of the
 # report, as vidjax.main does.
@@ -357,24 +356,6 @@ def default_num_classes(config) -> int:
   return known[dataset]
 
 
-@contextlib.contextmanager
-def _abstract_keys():
-  """`jax.random.key(seed)` as a ShapeDtypeStruct, while steps.build runs.
-
-  build() creates `jax.random.key(0)` eagerly inside `jax.set_mesh(mesh)`;
-  with a topology's compile-only devices in that mesh, JAX tries to run it
-  there and fails ('Executable' object has no attribute 'local_devices').
-  build only passes the key to eval_shape, so its shape and dtype suffice.
-  """
-  real_key = jax.random.key
-
-  def abstract_key(*args, **kwargs):
-    return jax.eval_shape(lambda: real_key(*args, **kwargs))
-
-  with mock.patch.object(jax.random, 'key', abstract_key):
-    yield
-
-
 # libtpu 0.0.42: "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total
 # memory required for HLO temporaries (24.59G) exceeds available HBM
 # (15.75G)."; older ones: "Used 20.50G of 15.75G hbm."
@@ -466,8 +447,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
     overrides['lowering'] = lowering
   else:  # A model without convs to lower (TimeSformer).
     lowering = '-'
-  with _abstract_keys():
-    setup = steps.build(config, num_classes, mesh, **overrides)
+  setup = steps.build(config, num_classes, mesh, **overrides)
   rng = jax.eval_shape(lambda: jax.random.key(0))
   report = Report(
       topology=topology.name + (f' x{topology.num_slices} slices'

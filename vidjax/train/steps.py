@@ -183,7 +183,9 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
                       opt_state=tx.init(params))
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_boxed = jax.eval_shape(boxed_init, jax.random.key(0))
+    # The key is made inside the trace: an eager one would run on the mesh's
+    # devices, which the AOT tool's compile-only TPU devices cannot.
+    abstract_boxed = jax.eval_shape(lambda: boxed_init(jax.random.key(0)))
   state_sharding = state_lib.shardings(abstract_boxed, mesh, rules,
                                        fsdp=bool(config.get('fsdp', False)))
   abstract_state = jax.tree.map(
