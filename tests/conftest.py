@@ -17,6 +17,15 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
+# Triton's C extension (which transformers' models pull in through torch)
+# segfaults on load when TensorFlow was loaded first: seen with torch
+# 2.14.1, TimesformerForVideoClassification after the data pipeline, in one
+# xdist worker. Loaded first, both work.
+try:
+  import triton.runtime  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+except ImportError:
+  pass
+
 # One persistent compilation cache for the whole run: the tests train the
 # same tiny programs many times (a run, its preempted twin, the resume, the
 # subprocesses of the multi-host tests), and compiling them is most of the

@@ -361,10 +361,8 @@ def test_resized_embeddings_match_hf(divided, frames, size):
                         f'divided at {frames}x{size}') < TOLERANCE
 
 
-@pytest.mark.xfail(reason='timesformer.resize_* floor i·g/n in exact integer '
-                   "arithmetic; torch's nearest computes floor(i · (g/n)) in "
-                   'float32, which rounds down at a few sizes (14→46 '
-                   'positions, 8→82 frames)')
+# torch's nearest computes floor(i · float32(g/n)), which the exact
+# floor(i·g/n) misses at a few sizes (14→46 positions, 8→82 frames).
 @pytest.mark.parametrize('source,size', [(14, 46), (8, 82)])
 def test_resize_at_float32_edge_sizes_is_torch_nearest(source, size):
   embed = np.arange(source, dtype=np.float32).reshape(1, source, 1)

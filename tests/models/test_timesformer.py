@@ -255,7 +255,8 @@ class ModelTest(chex.TestCase):
 
 class ResizeTest(parameterized.TestCase):
 
-  @parameterized.parameters((14, (28, 28)), (14, (7, 10)), (4, (6, 3)))
+  @parameterized.parameters((14, (28, 28)), (14, (7, 10)), (4, (6, 3)),
+                            (14, (46, 92)))
   def test_pos_embed_resize_is_torch_nearest(self, g, grid):
     torch = pytest.importorskip('torch')
     rng = np.random.default_rng(0)
@@ -269,7 +270,7 @@ class ResizeTest(parameterized.TestCase):
     np.testing.assert_array_equal(got[0, 0], pos[0, 0])
     np.testing.assert_array_equal(got[0, 1:], want)
 
-  @parameterized.parameters((8, 16), (8, 96), (16, 8), (8, 5))
+  @parameterized.parameters((8, 16), (8, 96), (16, 8), (8, 5), (8, 82))
   def test_time_embed_resize_is_torch_nearest(self, t0, frames):
     torch = pytest.importorskip('torch')
     embed = np.random.default_rng(1).standard_normal((1, t0, 4)).astype(

@@ -32,7 +32,7 @@ orders tokens `(h w t)`; attention does not depend on the order of the
 tokens it attends over, so only the regroupings differ, and on a mesh with a
 time axis the patch tokens stay split along T: the spatial step is local to
 a time shard, and the temporal step moves the split from T to the patch
-axis (an all-to-all) and back.
+axis (an all-to-all) and back (docs/timesformer.md, "Sequence sharding").
 
 The L+G and axial schemes are not in the official code; they are built from
 the paper's text. Our choices: the class token joins every local, global,
@@ -53,6 +53,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from vidjax.errors import VidjaxError
 from vidjax.layers import attention as attention_lib
@@ -63,6 +64,11 @@ SCHEMES = ('space_only', 'joint_space_time', 'divided_space_time',
            'local_global', 'axial')
 REMAT = ('none', 'block')
 PATCHES = ('batch', 'time', 'tokens', 'embed')
+
+# False leaves the temporal step's regrouping on a time-sharded mesh to the
+# partitioner; only for measuring what it does alone
+# (benchmarks/timesformer_sharding_hlo.py, docs/timesformer.md).
+TEMPORAL_ALL_TO_ALL = True
 
 # The steps of each scheme's attention half, in order: (name prefix of its
 # norm / attention / output projection, how tokens are grouped). The last
@@ -88,13 +94,102 @@ def _layer_norm(name, dtype, param_dtype):
       name=name)
 
 
+def _mesh_axes(entry) -> tuple[str, ...]:
+  if entry is None:
+    return ()
+  return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def _time_swap_spec(shape: tuple[int, ...]) -> P | None:
+  """The temporal step's [N, S, T, D] split: S over the time axis, T whole.
+
+  None (leave it to the partitioner) without a time axis of size > 1, when
+  S does not divide by it, when T does not (`rules.fit_spec` has then put
+  the time axis on the batch, so every patch position's frames are already
+  on one device), or with TEMPORAL_ALL_TO_ALL off.
+  """
+  found = rules_lib.mesh_axis_of('time')
+  if found is None or not TEMPORAL_ALL_TO_ALL:
+    return None
+  axis, shards = found
+  batch, _, _, embed = nn.logical_to_mesh_axes(PATCHES,
+                                               nn.get_logical_axis_rules())
+  if (shape[1] % shards or shape[2] % shards
+      or axis in _mesh_axes(batch) + _mesh_axes(embed)):
+    return None
+  return rules_lib.fit_spec(shape, P(batch, axis, None, embed),
+                            dict(jax.sharding.get_abstract_mesh().shape))
+
+
+def _split_patches(y: jax.Array) -> jax.Array:
+  """[N, S, T, D] constrained to `_time_swap_spec`, if there is one.
+
+  On a mesh with a time axis the patch tokens [N, T, S, D] are split along
+  T, but attention over each patch position's T frames needs all of T on
+  one device. Constraining the regrouped tensor to a split of the patch
+  axis S instead makes the move an explicit all-to-all (and the constraint
+  on the way back another); the attention then runs locally.
+  """
+  spec = _time_swap_spec(y.shape)
+  return y if spec is None else jax.lax.with_sharding_constraint(y, spec)
+
+
+def _sequences(x: jax.Array, spec: P | None):
+  """[A, B, L, D] split as spec[:2] → ([A·B, L, D] split alike, undo).
+
+  The attention layer runs on [..., L, D] by flattening its leading axes,
+  and a flattened [A·B] cannot keep a split of both A and B (a device's
+  rows of it would not be contiguous), so the partitioner gathers B. Here
+  the sequences are ordered device-major instead ((A shard, B shard, A
+  row, B row), transposes local to each device), so the flat axis is split
+  over both mesh axes and attention stays local. Attention treats every
+  sequence alike, so the order does not change its values; only dropout
+  inside the attention layer (0 in every released model) would draw its
+  masks for a permutation of the sequences. Without such a spec (one
+  device, or one of A and B whole) this is the plain reshape.
+  """
+  a, b, l, d = x.shape
+  mesh = jax.sharding.get_abstract_mesh()
+  axes_a = _mesh_axes(spec[0]) if spec is not None and len(spec) > 0 else ()
+  axes_b = _mesh_axes(spec[1]) if spec is not None and len(spec) > 1 else ()
+  na = int(np.prod([mesh.shape[axis] for axis in axes_a]))
+  nb = int(np.prod([mesh.shape[axis] for axis in axes_b]))
+  if na == 1 or nb == 1 or a % na or b % nb:
+    return x.reshape(a * b, l, d), lambda y: y.reshape(a, b, l, d)
+  embed = spec[3] if len(spec) > 3 else None
+  flat = P(axes_a + axes_b, None, embed)
+  y = x.reshape(na, a // na, nb, b // nb, l, d).transpose(0, 2, 1, 3, 4, 5)
+  y = jax.lax.with_sharding_constraint(y.reshape(a * b, l, d), flat)
+
+  def undo(y):
+    y = jax.lax.with_sharding_constraint(y, flat)
+    y = y.reshape(na, nb, a // na, b // nb, l, d).transpose(0, 2, 1, 3, 4, 5)
+    return jax.lax.with_sharding_constraint(y.reshape(a, b, l, d), spec)
+  return y, undo
+
+
+def _patches_spec(shape: tuple[int, ...]) -> P | None:
+  """The mesh split of a [N, T, *, D] tensor under PATCHES, if on a mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  rules = nn.get_logical_axis_rules()
+  if mesh.empty or not rules:
+    return None
+  return rules_lib.fit_spec(shape, nn.logical_to_mesh_axes(PATCHES, rules),
+                            dict(mesh.shape))
+
+
 def _group(x: jax.Array, how: str, grid: tuple[int, int]):
   """Patch tokens [N, T, S, D] → (groups [G..., L, D], undo)."""
   n, t, s, d = x.shape
   h, w = grid
   if how == 'time':        # Each patch position over its T frames.
-    y = jnp.swapaxes(x, 1, 2)                               # [N, S, T, D]
-    return y, lambda y: jnp.swapaxes(y, 1, 2)
+    # Time-sharded: T split → S split (all-to-all), and back in `undo`.
+    y = _split_patches(jnp.swapaxes(x, 1, 2))               # [N, S, T, D]
+
+    def undo(y):
+      y = jnp.swapaxes(_split_patches(y), 1, 2)
+      return rules_lib.constrain(y, PATCHES) if TEMPORAL_ALL_TO_ALL else y
+    return y, undo
   if how == 'frame':       # Each frame over its S patches.
     return x, lambda y: y
   if how == 'all':
@@ -174,7 +269,9 @@ class Block(nn.Module):
       groups, undo = _group(patches, how, self.grid)
       if how == 'time':
         # The class token sits out the temporal step (official).
-        out = undo(drop_path(attend(norm(groups), train), rows=2))
+        out = self._attend_local(attend, norm, groups, train,
+                                 _time_swap_spec(groups.shape))
+        out = undo(drop_path(out, rows=2))
         patches = patches + self._out_proj(prefix, dim)(out)
         patches = rules_lib.constrain(patches, PATCHES)
         continue
@@ -183,7 +280,13 @@ class Block(nn.Module):
           cls.reshape(cls.shape[0], *(1,) * (len(lead) - 1), 1, dim),
           (*lead, 1, dim)).astype(groups.dtype)
       tokens = jnp.concatenate([copies, groups], axis=-2)
-      out = drop_path(attend(norm(tokens), train), rows=len(lead))
+      if how == 'frame':
+        # Each frame's tokens stay on the device holding its time shard.
+        out = self._attend_local(attend, norm, tokens, train,
+                                 _patches_spec(tokens.shape))
+      else:
+        out = attend(norm(tokens), train)
+      out = drop_path(out, rows=len(lead))
       out_cls = out[..., :1, :].reshape(cls.shape[0], -1, dim).mean(
           1, keepdims=True)
       out_patches = undo(out[..., 1:, :])
@@ -204,6 +307,15 @@ class Block(nn.Module):
     cls = cls + self._masked(mlp(norm2(cls), train), keep)
     patches = patches + self._masked(mlp(norm2(patches), train), keep)
     return cls, rules_lib.constrain(patches, PATCHES)
+
+  def _attend_local(self, attend, norm, x, train, spec):
+    """attend(norm(x)) on [A, B, L, D] sequences split over A and B as
+    `spec`, without a gather (`_sequences`). With sown weights, the plain
+    call, so the maps keep their [A, B, heads, L, L] layout."""
+    if spec is None or self.sow_weights:
+      return attend(norm(x), train)
+    flat, undo = _sequences(x, spec)
+    return undo(attend(norm(flat), train))
 
   def _keep_mask(self, rows: tuple[int, ...], train: bool):
     """Stochastic depth's kept rows, or None when nothing is dropped."""
@@ -226,8 +338,9 @@ class Block(nn.Module):
   def _out_proj(self, prefix, dim):
     return nn.Dense(
         dim, dtype=self.dtype, param_dtype=self.param_dtype,
+        # Not ('embed', 'embed'): a name may map to a mesh axis only once.
         kernel_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                                 ('embed', 'embed')),
+                                                 (None, 'embed')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                ('embed',)),
         name=f'{prefix}fc')
@@ -366,7 +479,7 @@ def resize_pos_embed(pos_embed: jax.Array,
   """The official resize of [1, 1 + g², D] to a (h, w) patch grid.
 
   Nearest-neighbour on the square grid, as `F.interpolate(mode='nearest')`
-  in the official code: output row i reads input row floor(i · g / h).
+  in the official code (`_nearest_indices`).
   """
   size = pos_embed.shape[1] - 1
   g = int(round(size ** 0.5))
@@ -376,8 +489,7 @@ def resize_pos_embed(pos_embed: jax.Array,
   h, w = grid
   if (h, w) == (g, g):
     return pos_embed
-  rows = (np.arange(h) * g) // h
-  cols = (np.arange(w) * g) // w
+  rows, cols = _nearest_indices(g, h), _nearest_indices(g, w)
   patches = pos_embed[:, 1:].reshape(1, g, g, -1)[:, rows][:, :, cols]
   return jnp.concatenate(
       [pos_embed[:, :1], patches.reshape(1, h * w, -1)], axis=1)
@@ -388,7 +500,21 @@ def resize_time_embed(time_embed: jax.Array, frames: int) -> jax.Array:
   t0 = time_embed.shape[1]
   if frames == t0:
     return time_embed
-  return time_embed[:, (np.arange(frames) * t0) // frames]
+  return time_embed[:, _nearest_indices(t0, frames)]
+
+
+def _nearest_indices(size_in: int, size_out: int) -> np.ndarray:
+  """torch's F.interpolate(mode='nearest') source indices.
+
+  floor(i · float32(size_in / size_out)), not the exact floor(i · in / out):
+  the two differ at some sizes (14 → 46, 8 → 82), and checkpoints were
+  trained with torch's.
+  """
+  if size_out == size_in:
+    return np.arange(size_out)
+  scale = np.float32(size_in) / np.float32(size_out)
+  index = np.floor(np.arange(size_out, dtype=np.float32) * scale)
+  return np.minimum(index.astype(np.int64), size_in - 1)
 
 
 # -----------------------------------------------------------------------------
