@@ -195,11 +195,12 @@ def test_time_split_exchanges_only_shifted_boundary_channels(float32_mesh):
   assert total == expected['forward'] + expected['backward'] == 57344
 
   # All-reduces carry gradients, per-channel BN sums and the logits' mean
-  # over time, never activations.
-  params = {tuple(d for d in leaf.shape if d != 1)
+  # over time, never activations. (Dimensions compared as multisets: XLA
+  # may reduce a gradient transposed, e.g. fc's as [13, 256].)
+  params = {tuple(sorted(d for d in leaf.shape if d != 1))
             for leaf in jax.tree.leaves(setup.abstract_state.params)}
-  logits = (BATCH // DATA, NUM_CLASSES)
-  for dims in _all_reduced_arrays(hlo):
+  logits = tuple(sorted((BATCH // DATA, NUM_CLASSES)))
+  for dims in map(lambda d: tuple(sorted(d)), _all_reduced_arrays(hlo)):
     assert dims in params or len(dims) <= 1 or dims == logits, dims
 
 
@@ -259,27 +260,12 @@ def test_streaming_step_shards_over_streams(mesh_shape, streams):
                          {'logits': want_logits, 'state': want_state})
 
 
-def test_clip_not_dividing_the_time_axis_is_silently_replicated_today():
-  """6 frames on a time axis of 4: steps.build accepts it, and the clip is
-  then replicated over 'time' (batch 4 does not divide over data × time,
-  so fit_spec cannot move the axis onto the batch); every shift and conv
-  runs unsharded along T, four times over. No error, no message."""
-  setup = steps.build(config(frames=6), NUM_CLASSES)
-  assert tuple(setup.batch_sharding['video'].spec)[:2] == ('data', None)
-  with setup.context():
-    assert halo.plan(6, 2, 1, (0, 1)) is None  # The shift: unsharded.
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason='no check yet: steps.build should reject '
-                   'num_frames % time != 0 with one VidjaxError')
 def test_clip_not_dividing_the_time_axis_is_one_clear_error():
-  try:
+  # Otherwise the clip is silently replicated over 'time' and computed four
+  # times over.
+  with pytest.raises(VidjaxError, match=r'num_frames=6 is not divisible by '
+                     r'the time axis of the mesh \(4 of'):
     steps.build(config(frames=6), NUM_CLASSES)
-  except VidjaxError as e:
-    assert re.search(r'num_frames=6 .*time axis', str(e)), e
-  else:
-    raise AssertionError('steps.build accepted 6 frames on a time axis of 4')
 
 
 def test_exchange_bytes_of_a_real_step():

@@ -168,6 +168,10 @@ class BatchNormReLU(nn.Module):
       mean, var = jax.lax.stop_gradient((mean, var))
       mean = mean.reshape(-1, features).mean(0)
       var = var.reshape(-1, features).mean(0)
-      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      # Cast back: float64 compute must not turn float32 statistics into
+      # float64 ones.
+      ra_mean.value = (self.momentum * ra_mean.value + (1 - self.momentum)
+                       * mean).astype(ra_mean.value.dtype)
+      ra_var.value = (self.momentum * ra_var.value + (1 - self.momentum)
+                      * var).astype(ra_var.value.dtype)
     return y

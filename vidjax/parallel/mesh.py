@@ -122,6 +122,22 @@ def check_batch(batch_size: int, mesh, name: str = 'batch_size'):
                       f'{jax.process_count()} processes')
 
 
+def check_frames(num_frames: int, mesh, rules):
+  """Clips split along T need T to divide over the mesh axes 'time' maps to.
+
+  Otherwise the partitioner silently replicates the clip over those axes
+  and every device computes all of it.
+  """
+  target = dict(rules).get('time')
+  axes = (target,) if isinstance(target, str) else tuple(target or ())
+  size = math.prod(mesh.shape[a] for a in axes)
+  if num_frames % size:
+    raise VidjaxError(
+        f'config.data.num_frames={num_frames} is not divisible by the time '
+        f'axis of the mesh ({size} of {describe(mesh)}); use a multiple of '
+        f'{size} frames or --config.mesh.time=1')
+
+
 def to_global_batch(local_batch: dict[str, np.ndarray],
                     shardings: dict[str, NamedSharding]) -> dict:
   """Assembles each process's rows of the batch into global jax.Arrays.

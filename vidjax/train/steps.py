@@ -172,6 +172,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
   tx = optim.make_optimizer(config.optimizer, total_steps)
   clip_shape = (config.data.num_frames, config.data.crop_size,
                 config.data.crop_size, 3)
+  mesh_lib.check_frames(config.data.num_frames, mesh, rules)
 
   def boxed_init(rng):
     variables = model.init({'params': rng, 'dropout': rng},
