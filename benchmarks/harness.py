@@ -422,6 +422,33 @@ def choose(text: str, known: Sequence[str], what: str) -> list[str]:
   return names
 
 
+def measure_grid(sides: Callable[[str, str], Sequence[Side]],
+                 settings: Sequence[str], kinds: Sequence[str], *,
+                 rounds: int) -> list[dict[str, Any]]:
+  """`measure` for every (setting, kind): `sides(setting, kind)` builds them.
+
+  Returns one result per pair, in order, with 'setting' and 'kind' added.
+  """
+  results = []
+  for setting in settings:
+    for kind in kinds:
+      result = measure(sides(setting, kind), rounds=rounds,
+                       label=f'{setting} {kind}')
+      results.append({'setting': setting, 'kind': kind, **result})
+  return results
+
+
+def write_comparisons(path: str | None, args, results: Sequence[Any]):
+  """The --json output of a step benchmark: its flags and every result."""
+  if not path:
+    return
+  write_json(path, {
+      'args': {k: v for k, v in vars(args).items()
+               if k not in ('side', 'kind')},
+      'comparisons': list(results)})
+  print(f'results: {path}')
+
+
 def write_json(path: str, result: Any):
   with open(path, 'w', encoding='utf-8') as f:
     json.dump(result, f, indent=1)

@@ -167,12 +167,9 @@ def main():
   print(f'S3D (torchvision layout, 8.3M params), batch×T×HW = {clip}; per '
         f'side and round a fresh process: {args.warmup} warm-up then '
         f'{args.iters} timed step(s)', flush=True)
-  results = []
-  for setting in settings:
-    for kind in kinds:
-      r = harness.measure(sides(args, setting, kind), rounds=args.rounds,
-                          label=f'{setting} {kind}')
-      results.append({'setting': setting, 'kind': kind, **r})
+  results = harness.measure_grid(
+      lambda setting, kind: sides(args, setting, kind), settings, kinds,
+      rounds=args.rounds)
   print(f'\n{"setting":11s} {"kind":5s} {"vidjax ms":>10s} {"spread":>7s} '
         f'{"torch ms":>10s} {"spread":>7s} {"torch/vidjax":>13s} '
         f'{"per round":>10s}')
@@ -185,12 +182,7 @@ def main():
           f'{min(q["per_round"]):4.2f}-{max(q["per_round"]):4.2f}')
   print('torch/vidjax > 1: vidjax is faster. Spread: (max - min) / median of '
         'the per-round medians.')
-  if args.json:
-    harness.write_json(args.json, {
-        'args': {k: v for k, v in vars(args).items()
-                 if k not in ('side', 'kind')},
-        'comparisons': results})
-    print(f'results: {args.json}')
+  harness.write_comparisons(args.json, args, results)
 
 
 if __name__ == '__main__':

@@ -143,12 +143,9 @@ def main():
   print(f'TimeSformer-Base (divided), {args.batch} clip(s) of 8×224²; per '
         f'side and round a fresh process: {args.warmup} warm-up then '
         f'{args.iters} timed step(s)', flush=True)
-  results = []
-  for setting in settings:
-    for kind in kinds:
-      r = harness.measure(sides(args, setting, kind), rounds=args.rounds,
-                          label=f'{setting} {kind}')
-      results.append({'setting': setting, 'kind': kind, **r})
+  results = harness.measure_grid(
+      lambda setting, kind: sides(args, setting, kind), settings, kinds,
+      rounds=args.rounds)
   print(f'\n{"setting":8s} {"kind":6s} {"vidjax ms":>10s} {"hf ms":>10s} '
         f'{"hf/vidjax":>10s} {"per round":>10s} {"vidjax GFLOP/s":>15s} '
         f'{"hf GFLOP/s":>11s} {"matmul":>7s} {"vidjax/matmul":>14s}')
@@ -164,12 +161,7 @@ def main():
           f'{gv:15.1f} {gh:11.1f} {matmul:7.1f} {100 * gv / matmul:13.1f}%')
   print('hf/vidjax > 1: vidjax is faster. GFLOP/s: 2 × 196.05 G MACs per '
         'clip (× 3 for training) / median step.')
-  if args.json:
-    harness.write_json(args.json, {
-        'args': {k: v for k, v in vars(args).items()
-                 if k not in ('side', 'kind')},
-        'comparisons': results})
-    print(f'results: {args.json}')
+  harness.write_comparisons(args.json, args, results)
 
 
 if __name__ == '__main__':

@@ -156,12 +156,9 @@ def main():
         f'{args.size}² (stream: 1 frame of 1 stream per step); per side and '
         f'round a fresh process: {args.warmup} warm-up then the timed steps',
         flush=True)
-  results = []
-  for setting in settings:
-    for kind in kinds:
-      r = harness.measure(sides(args, setting, kind), rounds=args.rounds,
-                          label=f'{setting} {kind}')
-      results.append({'setting': setting, 'kind': kind, **r})
+  results = harness.measure_grid(
+      lambda setting, kind: sides(args, setting, kind), settings, kinds,
+      rounds=args.rounds)
   print(f'\n{"setting":8s} {"kind":6s} {"vidjax ms":>10s} {"spread":>7s} '
         f'{"torch ms":>10s} {"spread":>7s} {"torch/vidjax":>13s} '
         f'{"per round":>10s} {"vidjax/s":>9s} {"torch/s":>8s}')
@@ -177,12 +174,7 @@ def main():
   print('torch/vidjax > 1: vidjax is faster. Rates: clips/s (infer, train), '
         'frames/s (stream). Spread: (max - min) / median of the per-round '
         'medians.')
-  if args.json:
-    harness.write_json(args.json, {
-        'args': {k: v for k, v in vars(args).items()
-                 if k not in ('side', 'kind')},
-        'comparisons': results})
-    print(f'results: {args.json}')
+  harness.write_comparisons(args.json, args, results)
 
 
 if __name__ == '__main__':

@@ -245,3 +245,30 @@ def test_s3d_sides_share_the_setting_env():
   assert 'GLIBC_TUNABLES' not in s3d.sides(args, 'ynn', 'infer')[0].env
   with pytest.raises(harness.VidjaxError, match='unknown --settings nope'):
     harness.choose('ynn,nope', s3d.XLA_SETTINGS, 'settings')
+
+
+def test_measure_grid_runs_every_setting_and_kind_in_order(monkeypatch):
+  calls = []
+
+  def fake_measure(sides, *, rounds, label):
+    calls.append((tuple(sides), rounds, label))
+    return {'sides': {}, 'ratios': {}}
+
+  monkeypatch.setattr(harness, 'measure', fake_measure)
+  results = harness.measure_grid(lambda s, k: [f'{s}/{k}'], ['a', 'b'],
+                                 ['infer', 'train'], rounds=2)
+  assert [(r['setting'], r['kind']) for r in results] == [
+      ('a', 'infer'), ('a', 'train'), ('b', 'infer'), ('b', 'train')]
+  assert calls[1] == (('a/train',), 2, 'a train')
+
+
+def test_write_comparisons_drops_the_side_flags(tmp_path):
+  import argparse  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'out.json'
+  args = argparse.Namespace(batch=2, side=None, kind=None, json=str(path))
+  harness.write_comparisons(str(path), args, [{'kind': 'infer'}])
+  assert json.loads(path.read_text()) == {
+      'args': {'batch': 2, 'json': str(path)},
+      'comparisons': [{'kind': 'infer'}]}
+  harness.write_comparisons(None, args, [])  # No --json: nothing written.
