@@ -8,6 +8,7 @@ joint, space, local_global or axial.
 import ml_collections
 from ml_collections import config_dict
 
+from configs import arguments
 from vidjax.data import pipeline
 from vidjax.parallel import mesh
 
@@ -27,25 +28,12 @@ EPOCHS = 15
 WARMUP_EPOCHS = 1
 TRAIN_STEPS = ('parse', 'sample_dense', 'crop_random_resized', 'decode',
                'flip', 'resize', 'normalize')
-EVAL_STEPS = ('parse', 'sample_dense', 'decode', 'reverse_time',
-              'resize_short_side', 'spatial_crops', 'normalize')
+EVAL_STEPS = pipeline.DEFAULT_EVAL_STEPS
 
 
 def parse_arg(arg: str | None) -> dict:
-  options = dict(DEFAULTS)
-  for item in filter(None, (arg or '').split(',')):
-    key, sep, value = item.partition('=')
-    if not sep or key not in DEFAULTS:
-      raise ValueError(f'bad config argument {item!r}: want key=value with a '
-                       f'key in {sorted(DEFAULTS)}')
-    options[key] = value
-  if options['size'] not in SIZES:
-    raise ValueError(f'size must be one of {sorted(SIZES)}, got '
-                     f'{options["size"]!r}')
-  if options['scheme'] not in SCHEMES:
-    raise ValueError(f'scheme must be one of {SCHEMES}, got '
-                     f'{options["scheme"]!r}')
-  return options
+  return arguments.parse(arg, DEFAULTS, {'size': tuple(SIZES),
+                                         'scheme': SCHEMES})
 
 
 def model_name(options: dict) -> str:

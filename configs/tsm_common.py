@@ -8,6 +8,7 @@ ml_collections' config_flags): comma-separated key=value pairs over
 import ml_collections
 from ml_collections import config_dict
 
+from configs import arguments
 from vidjax.data import pipeline
 from vidjax.parallel import mesh
 
@@ -19,27 +20,14 @@ WARMUP_EPOCHS = 1
 # (vidjax/data/pipeline.py); colour jitter is not in TSM's recipe.
 TRAIN_STEPS = ('parse', 'sample_dense', 'crop_multi_scale', 'decode', 'flip',
                'resize', 'normalize')
-EVAL_STEPS = ('parse', 'sample_dense', 'decode', 'reverse_time',
-              'resize_short_side', 'spatial_crops', 'normalize')
+EVAL_STEPS = pipeline.DEFAULT_EVAL_STEPS
 SEGMENTS = (8, 16)
 
 
 def parse_arg(arg: str | None) -> dict:
   """'segments=16,sampling=uniform' → DEFAULTS updated; ValueError if bad."""
-  options = dict(DEFAULTS)
-  for item in filter(None, (arg or '').split(',')):
-    key, sep, value = item.partition('=')
-    if not sep or key not in DEFAULTS:
-      raise ValueError(f'bad config argument {item!r}: want key=value with a '
-                       f'key in {sorted(DEFAULTS)}')
-    options[key] = int(value) if key == 'segments' else value
-  if options['segments'] not in SEGMENTS:
-    raise ValueError(f'segments must be one of {SEGMENTS}, got '
-                     f'{options["segments"]}')
-  if options['sampling'] not in SAMPLINGS:
-    raise ValueError(f'sampling must be one of {SAMPLINGS}, got '
-                     f'{options["sampling"]!r}')
-  return options
+  return arguments.parse(arg, DEFAULTS, {'segments': SEGMENTS,
+                                         'sampling': SAMPLINGS})
 
 
 def model_config(segments: int) -> ml_collections.ConfigDict:
