@@ -78,3 +78,17 @@ def torch_train(model, video, labels):
     torch.nn.functional.cross_entropy(model(video), labels).backward()
     optimizer.step()
   return step
+
+
+def compile_train_step(config, num_classes: int, mesh=None, **overrides):
+  """(setup, compiled) of vidjax's train step for `config` on `mesh` (the
+  config's own by default): what the HLO benchmarks read collectives from.
+  Compiles; runs nothing."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vidjax.train import steps  # pylint: disable=g-import-not-at-top
+  setup = steps.build(config, num_classes, mesh, **overrides)
+  with setup.context():
+    compiled = setup.train_step.lower(
+        setup.abstract_state, setup.abstract_batch(config.batch_size),
+        jax.eval_shape(lambda: jax.random.key(0))).compile()
+  return setup, compiled

@@ -21,12 +21,10 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-
+from benchmarks import steps as bench_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.parallel import halo  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
-from vidjax.train import steps  # pylint: disable=wrong-import-position
 
 
 def collectives(args, use_halo: bool) -> dict:
@@ -38,12 +36,10 @@ def collectives(args, use_halo: bool) -> dict:
   config.batch_size = args.batch
   config.mesh = {'data': args.data, 'time': args.time}
   halo.ENABLED = use_halo
-  setup = steps.build(config, 400)
-  with setup.context():
-    compiled = setup.train_step.lower(
-        setup.abstract_state, setup.abstract_batch(args.batch),
-        jax.ShapeDtypeStruct((), jax.random.key(0).dtype)).compile()
-  halo.ENABLED = True
+  try:
+    _, compiled = bench_steps.compile_train_step(config, 400)
+  finally:
+    halo.ENABLED = True
   return aot.parse_collectives(compiled.as_text())
 
 

@@ -28,10 +28,8 @@ No timing: this is about what the mesh does (docs/timesformer.md).
       --tpu_l                                             # + ~10 min
 """
 import argparse
-import contextlib
 import os
 import sys
-from unittest import mock
 
 os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
     os.environ.get('XLA_FLAGS', ''),
@@ -40,17 +38,15 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jax._src import core as jax_core  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections  # pylint: disable=wrong-import-position
 
+from benchmarks import steps as bench_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.models import timesformer  # pylint: disable=wrong-import-position
 from vidjax.parallel import (  # pylint: disable=wrong-import-position
     mesh as mesh_lib)
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
-from vidjax.train import steps  # pylint: disable=wrong-import-position
 
 TINY = dict(embed_dim=16, depth=2, num_heads=2, patch_size=8, image_size=32,
             num_frames=8, drop_path_rate=0.0)
@@ -69,23 +65,6 @@ def config_for(scheme, model, frames, size, batch, data, time):
   return config
 
 
-@contextlib.contextmanager
-def _abstract_eager_keys():
-  """`jax.random.key` abstract when called eagerly (build()'s key, which
-  compile-only TPU devices cannot hold), real inside traces (Flax's init).
-  aot._abstract_keys makes every call abstract, which TimeSformer's init
-  does not survive."""
-  real_key = jax.random.key
-
-  def key(*args, **kwargs):
-    if jax_core.trace_state_clean():
-      return jax.eval_shape(lambda: real_key(*args, **kwargs))
-    return real_key(*args, **kwargs)
-
-  with mock.patch.object(jax.random, 'key', key):
-    yield
-
-
 def compiled_collectives(config, all_to_all=True, devices=None,
                          **overrides) -> dict:
   """The collectives of config's compiled train step (and, on TPU
@@ -93,12 +72,8 @@ def compiled_collectives(config, all_to_all=True, devices=None,
   timesformer.TEMPORAL_ALL_TO_ALL = all_to_all
   try:
     mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
-    with _abstract_eager_keys():
-      setup = steps.build(config, 400, mesh, **overrides)
-    with setup.context():
-      compiled = setup.train_step.lower(
-          setup.abstract_state, setup.abstract_batch(config.batch_size),
-          jax.eval_shape(lambda: jax.random.key(0))).compile()
+    _, compiled = bench_steps.compile_train_step(config, 400, mesh,
+                                                 **overrides)
   finally:
     timesformer.TEMPORAL_ALL_TO_ALL = True
   found = aot.parse_collectives(compiled.as_text())

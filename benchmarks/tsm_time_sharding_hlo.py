@@ -34,6 +34,7 @@ import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections  # pylint: disable=wrong-import-position
 
+from benchmarks.steps import compile_train_step  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.layers import shift as shift_lib  # pylint: disable=wrong-import-position
 from vidjax.parallel import halo  # pylint: disable=wrong-import-position
@@ -123,20 +124,10 @@ def permutes(hlo: str) -> list[Permute]:
   return out
 
 
-def compile_train_step(config, num_classes=NUM_CLASSES, **overrides):
-  """(setup, compiled train step) of `config` on its mesh."""
-  setup = steps.build(config, num_classes, **overrides)
-  with setup.context():
-    compiled = setup.train_step.lower(
-        setup.abstract_state, setup.abstract_batch(config.batch_size),
-        jax.ShapeDtypeStruct((), jax.random.key(0).dtype)).compile()
-  return setup, compiled
-
-
 def collectives(config, use_halo: bool) -> tuple[dict, str]:
   halo.ENABLED = use_halo
   try:
-    _, compiled = compile_train_step(config)
+    _, compiled = compile_train_step(config, NUM_CLASSES)
   finally:
     halo.ENABLED = True
   hlo = compiled.as_text()
