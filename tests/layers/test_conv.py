@@ -99,6 +99,38 @@ class Conv3DLoweringTest(parameterized.TestCase):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+  @parameterized.named_parameters(
+      ('pointwise', (1, 1, 1)),
+      ('projection_stride_2', (1, 2, 2)),
+      ('stride_2_by_3', (1, 2, 3)))
+  def test_1x1_conv_gradients_equal_xla_and_numpy(self, strides):
+    # The 1×1 paths have a hand-written VJP and subsample strided inputs
+    # (conv.py): values and both gradients must equal XLA's 3-D conv, and
+    # the weight gradient the numpy sum over frames and pixels.
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 3, 7, 6, 5)).astype(np.float32)
+    kernel = rng.normal(size=(1, 1, 1, 5, 4)).astype(np.float32)
+    pads = ((0, 0),) * 3
+    ours = lambda a, k: conv_lib.conv3d(a, k, strides, pads)  # noqa: E731
+    reference = lambda a, k: jax.lax.conv_general_dilated(  # noqa: E731
+        a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
+    y = jax.jit(ours)(x, kernel)
+    np.testing.assert_allclose(y, reference(x, kernel), rtol=1e-5, atol=1e-5)
+    cotangent = rng.normal(size=y.shape).astype(np.float32)
+
+    def grads(conv):
+      return jax.jit(jax.grad(lambda a, k: jnp.sum(conv(a, k) * cotangent),
+                              argnums=(0, 1)))(x, kernel)
+
+    (dx, dk), (dx_ref, dk_ref) = grads(ours), grads(reference)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+    sub = x[:, ::strides[0], ::strides[1], ::strides[2]]
+    np.testing.assert_allclose(
+        dk[0, 0, 0], np.einsum('nthwc,nthwd->cd', sub, cotangent),
+        rtol=1e-4, atol=1e-4)
+
+
 class STConvTest(chex.TestCase, parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)

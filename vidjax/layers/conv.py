@@ -111,6 +111,38 @@ def _conv(x, kernel, strides, padding, dims):
       dimension_numbers=dn)
 
 
+@jax.custom_vjp
+def _pointwise(x, kernel):
+  """A 1×1×1 conv of [N, T, H, W, C] `x`: one matmul over frames and pixels.
+
+  The VJP is written out so that the weight gradient contracts [N·T, H·W]
+  in that order. From autodiff's contraction over all of N, T, H, W,
+  XLA:CPU's layout assignment was free to order them, and behind a
+  temporal shift it chose (H, N, T, W): the gradient then ran BN's backward
+  inside a 5-D transpose, ~0.7 s for one 2×8×56²×256 tensor and over a
+  third of a TSM-R50 training step (benchmarks/README.md). Folding the
+  axes in the forward pass alone did not stop it; autodiff re-derives the
+  same contraction.
+  """
+  return jnp.einsum('nthwc,cd->nthwd', x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+  return _pointwise(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(residuals, g):
+  x, kernel = residuals
+  n, t, h, w, c = x.shape
+  dx = jnp.einsum('nthwd,cd->nthwc', g, kernel)
+  dk = jnp.einsum('fpc,fpd->cd', x.reshape(n * t, h * w, c),
+                  g.reshape(n * t, h * w, g.shape[-1]))
+  return dx, dk.astype(kernel.dtype)
+
+
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
 def _polyphase_temporal_conv(x, kernel, stride, padding):
   """A kt×1 conv with temporal stride s > 1, as s stride-1 convs.
 
@@ -189,8 +221,22 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
     # in time) only reads every st-th frame.
     x = x[:, ::st]
     n, t, h, w, _ = x.shape
+  if (no_time and kh == kw == 1 and ph == (0, 0) and pw == (0, 0)
+      and (sh > 1 or sw > 1)):
+    # A strided 1×1 conv (ResNet's projection shortcut) reads every sh-th
+    # row and sw-th column: subsample, then a pointwise conv. As a conv,
+    # XLA:CPU's weight gradient transposed the full-size input ([C, H, W, N])
+    # and ran 3-7× slower than the matmul (benchmarks/README.md).
+    x = x[:, :, ::sh, ::sw]
+    n, t, h, w, _ = x.shape
+    no_space = True
   if no_time and no_space:
-    return jnp.einsum('nthwc,cd->nthwd', x, kernel[0, 0, 0])
+    if jax.sharding.get_abstract_mesh().manual_axes:
+      # Inside shard_map (a time-sharded step) the replicated kernel's
+      # gradient needs the psum autodiff inserts; the hand-written VJP
+      # does not, so the plain contraction runs there.
+      return jnp.einsum('nthwc,cd->nthwd', x, kernel[0, 0, 0])
+    return _pointwise(x, kernel[0, 0, 0])
   if no_time:
     y = _conv(x.reshape(n * t, h, w, c_in), kernel[0], (sh, sw), (ph, pw), 2)
     return y.reshape(n, t, *y.shape[1:])
