@@ -137,6 +137,13 @@ def _pointwise_bwd(residuals, g):
   dx = jnp.einsum('nthwd,cd->nthwc', g, kernel)
   dk = jnp.einsum('fpc,fpd->cd', x.reshape(n * t, h * w, c),
                   g.reshape(n * t, h * w, g.shape[-1]))
+  # Inside shard_map (a time-sharded step) the kernel is replicated over
+  # axes along which x varies: sum its gradient over them, as autodiff's
+  # own transpose does.
+  varying = (jax.typeof(dk).manual_axis_type.varying
+             - jax.typeof(kernel).manual_axis_type.varying)
+  if varying:
+    dk = jax.lax.psum(dk, tuple(sorted(varying)))
   return dx, dk.astype(kernel.dtype)
 
 
@@ -214,29 +221,19 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
   (pt, ph, pw) = padding
   n, t, h, w, _ = x.shape
   no_time = kt == 1 and pt == (0, 0)
-  no_space = (kh == kw == 1 and sh == sw == 1 and ph == (0, 0)
-              and pw == (0, 0))
+  one_by_one = kh == kw == 1 and ph == (0, 0) and pw == (0, 0)
+  no_space = one_by_one and sh == sw == 1
   if no_time and st > 1:
     # A 1×k×k kernel with a temporal stride (TF-slim's 2D stem keeps stride 2
     # in time) only reads every st-th frame.
     x = x[:, ::st]
     n, t, h, w, _ = x.shape
-  if (no_time and kh == kw == 1 and ph == (0, 0) and pw == (0, 0)
-      and (sh > 1 or sw > 1)):
+  if no_time and one_by_one:
     # A strided 1×1 conv (ResNet's projection shortcut) reads every sh-th
     # row and sw-th column: subsample, then a pointwise conv. As a conv,
     # XLA:CPU's weight gradient transposed the full-size input ([C, H, W, N])
     # and ran 3-7× slower than the matmul (benchmarks/README.md).
-    x = x[:, :, ::sh, ::sw]
-    n, t, h, w, _ = x.shape
-    no_space = True
-  if no_time and no_space:
-    if jax.sharding.get_abstract_mesh().manual_axes:
-      # Inside shard_map (a time-sharded step) the replicated kernel's
-      # gradient needs the psum autodiff inserts; the hand-written VJP
-      # does not, so the plain contraction runs there.
-      return jnp.einsum('nthwc,cd->nthwd', x, kernel[0, 0, 0])
-    return _pointwise(x, kernel[0, 0, 0])
+    return _pointwise(x[:, :, ::sh, ::sw], kernel[0, 0, 0])
   if no_time:
     y = _conv(x.reshape(n * t, h, w, c_in), kernel[0], (sh, sw), (ph, pw), 2)
     return y.reshape(n, t, *y.shape[1:])
