@@ -10,8 +10,9 @@ rendered on first use (vidjax/data/builders/moving_shapes.py).
 import ml_collections
 from ml_collections import config_dict
 
-from vidjax.data import pipeline
+from vidjax.data import schema
 from vidjax.parallel import mesh
+from vidjax.train import periodic_eval
 
 
 def get_config():
@@ -24,7 +25,7 @@ def get_config():
   config.model = ml_collections.ConfigDict(
       dict(depth_multiplier=0.25, dropout_rate=0.2, bn_momentum=0.9))
 
-  config.data = pipeline.default_data_config()
+  config.data = schema.default_data_config()
 
   config.batch_size = 16
   config.eval_batch_size = 32
@@ -44,4 +45,8 @@ def get_config():
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100
   config.keep_checkpoints = 2
+  # A cheap pass over data.val_split every 200 steps (one centre clip per
+  # video); the best checkpoint by val/top1 is kept under <workdir>/best;
+  # test_checkpoint='best' makes the final test read it.
+  config.update(periodic_eval.default_config(every=200))
   return config

@@ -31,8 +31,9 @@ What follows the paper and the usual recipes, and what is our choice:
 import ml_collections
 from ml_collections import config_dict
 
-from vidjax.data import pipeline
+from vidjax.data import schema
 from vidjax.parallel import mesh
+from vidjax.train import periodic_eval
 
 # Clips in the Kinetics-400 training CSV that are typically still available
 # (~240k of 246k); only sets the length of the schedule.
@@ -49,7 +50,7 @@ def get_config():
   # TF-slim's dropout (keep 0.8) and BN momentum (0.999: a long run).
   config.model = ml_collections.ConfigDict(dict(dropout_rate=0.2))
 
-  data = pipeline.default_data_config()
+  data = schema.default_data_config()
   data.name = 'kinetics400'
   data.train_split = 'train'
   data.eval_split = 'validation'
@@ -57,7 +58,7 @@ def get_config():
   data.frame_stride = 1
   data.crop_size = 224
   data.train_steps = tuple('crop_random' if s == 'crop_random_resized' else s
-                           for s in pipeline.DEFAULT_TRAIN_STEPS)
+                           for s in schema.DEFAULT_TRAIN_STEPS)
   data.horizontal_flip = True
   data.normalization = 'inception'
   data.eval_resize_ratio = 256 / 224  # Short side 256, then 224² crops.
@@ -86,4 +87,6 @@ def get_config():
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
+  # One centre clip per validation video at every checkpoint; best kept.
+  config.update(periodic_eval.default_config(every=2000))
   return config

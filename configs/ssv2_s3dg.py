@@ -35,8 +35,9 @@ Choices:
 import ml_collections
 from ml_collections import config_dict
 
-from vidjax.data import pipeline
+from vidjax.data import schema
 from vidjax.parallel import mesh
+from vidjax.train import periodic_eval
 
 TRAIN_CLIPS = 168_913  # Videos in something-something-v2-train.json.
 EPOCHS = 60
@@ -50,7 +51,7 @@ def get_config():
   config.model_name = 's3dg'
   config.model = ml_collections.ConfigDict(dict(dropout_rate=0.2))
 
-  data = pipeline.default_data_config()
+  data = schema.default_data_config()
   data.name = 'ssv2'
   data.train_split = 'train'
   data.eval_split = 'validation'  # The test split has no labels.
@@ -86,4 +87,6 @@ def get_config():
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
+  # One centre clip per validation video at every checkpoint; best kept.
+  config.update(periodic_eval.default_config(every=2000))
   return config

@@ -9,8 +9,9 @@ import ml_collections
 from ml_collections import config_dict
 
 from configs import arguments
-from vidjax.data import pipeline
+from vidjax.data import schema
 from vidjax.parallel import mesh
+from vidjax.train import periodic_eval
 
 DEFAULTS = {'size': 'base', 'scheme': 'divided'}
 # size → (model name prefix, frames, Kinetics frame stride, crop size),
@@ -28,7 +29,7 @@ EPOCHS = 15
 WARMUP_EPOCHS = 1
 TRAIN_STEPS = ('parse', 'sample_dense', 'crop_random_resized', 'decode',
                'flip', 'resize', 'normalize')
-EVAL_STEPS = pipeline.DEFAULT_EVAL_STEPS
+EVAL_STEPS = schema.DEFAULT_EVAL_STEPS
 
 
 def parse_arg(arg: str | None) -> dict:
@@ -52,7 +53,7 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
   # The official VisionTransformer: no dropout, drop-path 0.1 over depth.
   config.model = ml_collections.ConfigDict(dict(drop_path_rate=0.1))
 
-  data = pipeline.default_data_config()
+  data = schema.default_data_config()
   data.name = dataset
   data.train_split = 'train'
   data.eval_split = 'validation'
@@ -88,4 +89,6 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
+  # One centre clip per validation video at every checkpoint; best kept.
+  config.update(periodic_eval.default_config(every=2000))
   return config

@@ -9,8 +9,9 @@ import ml_collections
 from ml_collections import config_dict
 
 from configs import arguments
-from vidjax.data import pipeline
+from vidjax.data import schema
 from vidjax.parallel import mesh
+from vidjax.train import periodic_eval
 
 DEFAULTS = {'segments': 8, 'sampling': 'dense', 'model': 'tsm_r50'}
 SAMPLINGS = ('dense', 'uniform')
@@ -20,7 +21,7 @@ WARMUP_EPOCHS = 1
 # (vidjax/data/pipeline.py); colour jitter is not in TSM's recipe.
 TRAIN_STEPS = ('parse', 'sample_dense', 'crop_multi_scale', 'decode', 'flip',
                'resize', 'normalize')
-EVAL_STEPS = pipeline.DEFAULT_EVAL_STEPS
+EVAL_STEPS = schema.DEFAULT_EVAL_STEPS
 SEGMENTS = (8, 16)
 
 
@@ -61,7 +62,7 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
   config.model_name = options['model']
   config.model = model_config(segments)
 
-  data = pipeline.default_data_config()
+  data = schema.default_data_config()
   data.name = dataset
   data.train_split = 'train'
   data.eval_split = 'validation'
@@ -93,4 +94,6 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
+  # One centre clip per validation video at every checkpoint; best kept.
+  config.update(periodic_eval.default_config(every=2000))
   return config

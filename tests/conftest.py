@@ -37,3 +37,15 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+
+# Property tests (hypothesis): the same examples on every run, so a red CI
+# can be rerun and seen again; `pytest --hypothesis-profile=explore` draws
+# new ones to look for cases nobody thought of.
+try:
+  import hypothesis  # pylint: disable=g-import-not-at-top
+  hypothesis.settings.register_profile('default', derandomize=True,
+                                       database=None)
+  hypothesis.settings.register_profile('explore', max_examples=500)
+  hypothesis.settings.load_profile('default')
+except ImportError:
+  pass

@@ -50,14 +50,15 @@ def test_unwritable_workdir(tmp_path):
 
 @pytest.fixture(scope='module')
 def prepared_data_dir(tmp_path_factory):
-  """The tiny dataset, rendered beforehand: first-use rendering rightly
-  prints a progress bar, which is not what these tests look at."""
+  """The tiny dataset, rendered beforehand: rendering rightly prints a
+  progress bar, which is not what these tests look at."""
   from vidjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vidjax.data import sources  # pylint: disable=g-import-not-at-top
   data_dir = tmp_path_factory.mktemp('tfds')
   config = pipeline.default_data_config()
   config.name = 'moving_shapes/tiny'
   config.data_dir = str(data_dir)
-  pipeline.dataset_info(config)
+  sources.prepare(config)
   return data_dir
 
 

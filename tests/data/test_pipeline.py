@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from vidjax.data import pipeline
+from vidjax.data import sources
 from vidjax.data import transforms
 from vidjax.errors import VidjaxError
 
@@ -46,7 +47,9 @@ IDENTITY = dict(
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp('tfds')
-  meta = pipeline.dataset_info(_config(path))  # Renders `tiny` on first use.
+  assert sources.prepare(_config(path))  # Renders `tiny`, once.
+  assert not sources.prepare(_config(path))
+  meta = pipeline.dataset_info(_config(path))
   assert os.path.exists(os.path.join(meta.data_dir, 'dataset_info.json'))
   return path
 

@@ -13,13 +13,15 @@ from vidjax.data import pipeline
 from vidjax.data import sources
 from vidjax.errors import VidjaxError
 
-UNDECODABLE, NO_FRAMES, BAD_LABEL = 1, 2, 3
+UNDECODABLE, NO_FRAMES, BAD_LABEL, TRUNCATED = (
+    pipeline.SKIP_REASONS.index(k) + 1
+    for k in ('undecodable', 'no_frames', 'bad_label', 'truncated'))
 # Position in the split (shard-major) -> what the record is.
 #   shard 0: 0 good, 1 no frames, 2 short (3 frames)
 #   shard 1: 3 corrupt JPEGs, 4 label 9 of 4 classes, 5 good
-#   shard 'trunc': 6 good, then a record cut in half.
+#   shard 'trunc': 6 good, then 7, a record cut in half.
 EXPECTED_STATUS = {0: 0, 1: NO_FRAMES, 2: 0, 3: UNDECODABLE, 4: BAD_LABEL,
-                   5: 0, 6: 0}
+                   5: 0, 6: 0, 7: TRUNCATED}
 
 
 @pytest.fixture(scope='module')
@@ -54,19 +56,22 @@ def _collect(ds, num_batches=None):
   return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
-def test_scan_counts_complete_records(bad_dir):
-  assert sources.scan_tfrecord(os.path.join(bad_dir, 'val-trunc')) == (1, True)
+def test_scan_counts_records(bad_dir):
+  # The cut record counts: it is reported as skipped, not lost silently.
+  assert sources.scan_tfrecord(os.path.join(bad_dir, 'val-trunc')) == (2, True)
   good = os.path.join(bad_dir, 'val-00000-of-00002')
   assert sources.scan_tfrecord(good) == (3, False)
-  # With metadata (a TFDS-prepared shard) the loss is known.
-  shard = sources._shard(os.path.join(bad_dir, 'val-trunc'), 2)
-  assert (shard.num_records, shard.truncated, shard.lost) == (1, True, 1)
+  # With metadata (a TFDS-prepared shard) the records the cut hid are known
+  # too, and the shard still yields all of them.
+  shard = sources._shard(os.path.join(bad_dir, 'val-trunc'), 3)
+  assert (shard.num_records, shard.found, shard.truncated, shard.lost) == (
+      3, 2, True, 1)
 
 
 def test_existing_tfrecords_info(bad_dir, tmp_path):
   meta = pipeline.dataset_info(_config(bad_dir))
   assert meta.num_classes == 4 and meta.class_names == ('0', '1', '2', '3')
-  assert dict(meta.num_examples) == {'train': 7, 'validation': 7}
+  assert dict(meta.num_examples) == {'train': 8, 'validation': 8}
   names = tmp_path / 'classes.txt'
   names.write_text('a b\nc (d)\n"e"\nf\n')
   meta = pipeline.dataset_info(_config(bad_dir, num_classes=None,
@@ -95,9 +100,9 @@ def test_eval_marks_and_logs_bad_records(bad_dir, capfd):
       _config(bad_dir, num_test_crops=3), 'validation', train=False,
       batch_size=4))
   capfd.readouterr()  # tf.print writes from C++; read what it wrote.
-  assert len(out['mask']) == 4 * 6  # 7 videos x 3 views -> 21, padded to 24.
+  assert len(out['mask']) == 4 * 6  # 8 videos x 3 views.
   real = out['video_index'] >= 0
-  assert sorted(out['video_index'][real]) == sorted(list(range(7)) * 3)
+  assert sorted(out['video_index'][real]) == sorted(list(range(8)) * 3)
   for video, status in EXPECTED_STATUS.items():
     rows = out['video_index'] == video
     np.testing.assert_array_equal(out['status'][rows], status)
@@ -112,23 +117,29 @@ def test_skipped_records_are_logged(bad_dir, capfd):
   list(pipeline.build_dataset(_config(bad_dir), 'validation', train=False,
                               batch_size=8).as_numpy_iterator())
   err = capfd.readouterr().err
-  assert err.count('vidjax: skipped record') == 3, err
+  assert err.count('vidjax: skipped record') == 4, err
   for reason in ('undecodable', 'no_frames', 'bad_label'):
     assert reason in err
+  trunc = os.path.join(bad_dir, 'val-trunc')
+  # Record 7 starts after record 6's frame (16 bytes of framing).
+  offset = len(R.record(6, 12, 2)) + 16
+  assert f'skipped record at {trunc} offset {offset}: truncated' in err
   assert 'skipped record 4 (video3.mp4): bad_label' in err
   assert 'skipped record 3 (video1.mp4): undecodable' in err
 
 
 def test_train_counts_and_replaces_bad_records(bad_dir):
-  per_epoch = 7
+  per_epoch = 8
   out = _collect(pipeline.build_dataset(
       _config(bad_dir), 'train', train=True, batch_size=per_epoch, seed=1), 2)
-  # Running totals of (undecodable, no_frames, bad_label, padded).
-  np.testing.assert_array_equal(out['counts'][per_epoch - 1], [1, 1, 1, 1])
-  np.testing.assert_array_equal(out['counts'][-1], [2, 2, 2, 2])
+  # Running totals of pipeline.COUNT_NAMES.
+  once = [int(k in ('undecodable', 'no_frames', 'bad_label', 'truncated',
+                    'padded')) for k in pipeline.COUNT_NAMES]
+  np.testing.assert_array_equal(out['counts'][per_epoch - 1], once)
+  np.testing.assert_array_equal(out['counts'][-1], 2 * np.array(once))
   assert np.all((out['label'] >= 0) & (out['label'] < 4))
   # Every example is a real clip: a skipped record repeats the one before.
-  first_bad = np.flatnonzero(np.diff(out['counts'][:, :3].sum(1)) > 0) + 1
+  first_bad = np.flatnonzero(np.diff(out['counts'][:, :-1].sum(1)) > 0) + 1
   for i in first_bad:
     np.testing.assert_array_equal(out['video'][i], out['video'][i - 1])
     assert out['mask'][i] == 1
@@ -143,7 +154,7 @@ def test_train_resumes_exactly_over_bad_records(bad_dir):
   cfg = _config(bad_dir)
   kwargs = dict(train=True, batch_size=3, seed=2)
   full = _collect(pipeline.build_dataset(cfg, 'train', **kwargs), 9)
-  bad = np.diff(full['counts'][:, :3].sum(1), prepend=0) > 0
+  bad = np.diff(full['counts'][:, :-1].sum(1), prepend=0) > 0
   for start in range(1, 8):
     resumed = _collect(pipeline.build_dataset(cfg, 'train', start_step=start,
                                               **kwargs), 9 - start)

@@ -182,16 +182,16 @@ def test_trainer_writes_counts(tmp_path, capsys, monkeypatch):
   result = trainer.train_and_evaluate(config, str(tmp_path / 'wd'))
   written = json.loads((tmp_path / 'wd' / 'eval_results.json').read_text())
   assert written['num_examples'] == 4  # 0, 4, 5, 6.
-  assert written['num_examples_in_split'] == 7  # Readable records.
-  assert written['skipped']['undecodable'] == 1
-  assert written['skipped']['no_frames'] == 1
-  assert written['skipped']['bad_label'] == 1
-  assert written['skipped']['truncated_shards'] == [paths[1]]
+  # Without metadata the cut record 7 is the only one known of.
+  assert written['num_examples_in_split'] == 8
+  assert written['skipped'] == {**{k: 0 for k in pipeline.SKIP_REASONS},
+                                'undecodable': 1, 'no_frames': 1,
+                                'bad_label': 1, 'truncated': 1}
   assert written['padded_short_videos'] == 1
   assert written['train_input']['padded'] >= 1
   assert sum(written['train_input'][k] for k in
              ('undecodable', 'no_frames', 'bad_label')) >= 3
   assert result['top1'] == written['top1']
   out = capsys.readouterr().out
-  assert '4/7 videos' in out and 'undecodable 1' in out
-  assert 'truncated shards: 1' in out
+  assert '4/8 videos' in out and 'undecodable 1' in out
+  assert 'truncated 1' in out

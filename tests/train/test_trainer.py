@@ -40,6 +40,9 @@ def tiny_config(data_dir, **overrides):
   config.optimizer.learning_rate = 0.05
   config.log_every_steps = 5
   config.checkpoint_every_steps = 10
+  # Off unless a test is about it: each pass costs an evaluation.
+  config.eval_every_steps = 0
+  config.best_metric = None
   config.update(overrides)
   return config
 
@@ -81,10 +84,16 @@ def test_training_lowers_the_loss_and_writes_results(data_dir, tmp_path):
              for name in os.listdir(tmp_path / 'trained'))
 
 
+@pytest.fixture(scope='module')
+def straight(data_dir, tmp_path_factory):
+  """The workdir of an uninterrupted 20-step run."""
+  workdir = tmp_path_factory.mktemp('straight')
+  trainer.train_and_evaluate(tiny_config(data_dir, total_steps=20), workdir)
+  return workdir
+
+
 def test_preempted_run_resumes_with_the_same_parameters(data_dir, tmp_path,
-                                                       monkeypatch):
-  straight = tmp_path / 'straight'
-  trainer.train_and_evaluate(tiny_config(data_dir, total_steps=20), straight)
+                                                       monkeypatch, straight):
 
   # Preempt the second run at step 7 the way a TPU VM would: SIGTERM.
   real_save = trainer.checkpoint.save
@@ -149,3 +158,117 @@ def test_init_from_another_model_is_an_error(data_dir, tmp_path):
   config.init_from = str(tmp_path / 'pre')
   with pytest.raises(VidjaxError, match="holds 'i2d' weights"):
     trainer.train_and_evaluate(config, tmp_path / 'finetune')
+
+
+# A training run in its own process whose step-20 checkpoint save is killed
+# (SIGKILL: no handler, no cleanup) after orbax wrote the step's files and
+# before it renamed the temporary directory, the last act of a save.
+_KILLED_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from orbax.checkpoint._src.path import atomicity
+real = atomicity.AtomicRenameTemporaryPath.finalize
+async def finalize(self, *args, **kwargs):
+  if self._final_path.name == '20':
+    os.kill(os.getpid(), signal.SIGKILL)
+  return await real(self, *args, **kwargs)
+atomicity.AtomicRenameTemporaryPath.finalize = finalize
+from tests.train import test_trainer
+from vidjax.train import trainer
+trainer.train_and_evaluate(
+    test_trainer.tiny_config({data_dir!r}, total_steps=20), {workdir!r})
+"""
+
+
+def test_save_killed_midway_resumes_from_the_last_complete_one(
+    data_dir, tmp_path, straight, capsys):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  workdir = tmp_path / 'killed'
+  proc = subprocess.run(
+      [sys.executable, '-c', _KILLED_SAVE.format(
+          repo=repo, data_dir=str(data_dir), workdir=str(workdir))],
+      capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  left = sorted(os.listdir(workdir / 'checkpoints'))
+  complete = [d for d in left if d.isdigit()]
+  assert complete[-1] == '10', left
+  assert any(d.startswith('20.orbax-checkpoint-tmp') for d in left), left
+  capsys.readouterr()
+  resumed = trainer.train_and_evaluate(tiny_config(data_dir, total_steps=20),
+                                       workdir)
+  out = capsys.readouterr().out
+  assert 'Ignoring ' in out and '20.orbax-checkpoint-tmp' in out
+  assert f'Resuming from checkpoint at step 10 in {workdir}' in out
+  assert resumed['step'] == 20
+  jax.tree.map(np.testing.assert_array_equal, restored_params(straight, 20),
+               restored_params(workdir, 20))
+
+
+def test_evaluation_during_training_keeps_the_best(data_dir, tmp_path,
+                                                   capsys):
+  # Validation = the training clips (memorisation is assertable); the final
+  # test reads the same clips with the same single view, so it must repeat
+  # exactly the best periodic result if it evaluates the best checkpoint.
+  config = tiny_config(data_dir, total_steps=30, eval_every_steps=10,
+                       best_metric='val/loss', best_mode='min',
+                       test_checkpoint='best')
+  config.data.val_split = 'train'
+  result = trainer.train_and_evaluate(config, tmp_path / 'wd')
+  out = capsys.readouterr().out
+  val_lines = [l for l in out.splitlines() if '| val top1' in l]
+  assert [l.split(' |')[0] for l in val_lines] == [
+      'step 10', 'step 20', 'step 30']
+  losses = {int(l.split()[1]): l.split('| loss ')[1].split()[0]
+            for l in val_lines}
+  best = min(losses, key=lambda k: float(losses[k]))
+  assert os.listdir(tmp_path / 'wd' / 'best') == [str(best)]
+  assert result['checkpoint'] == {'which': 'best', 'step': best,
+                                  'metric': 'val/loss'}
+  assert f"{result['loss']:.4f}" == losses[best]
+  # Every progress line has a rate and an ETA, the first one included.
+  progress = [l for l in out.splitlines() if l.startswith('step ')
+              and 'steps/s' in l]
+  assert progress and all('nan' not in l and 'ETA ?' not in l
+                          for l in progress), progress
+
+
+@pytest.mark.parametrize('overrides,needle', [
+    (dict(eval_every_steps=5, best_metric='val/f1'),
+     "best_metric='val/f1' is not a metric"),
+    (dict(eval_every_steps=5, val_split='holdout'),
+     "no validation split 'holdout'"),
+    (dict(eval_every_steps=0, best_metric='val/top1'),
+     'needs config.eval_every_steps'),
+    (dict(test_checkpoint='best'), "test_checkpoint='best' needs"),
+])
+def test_periodic_evaluation_config_errors(data_dir, tmp_path, overrides,
+                                           needle):
+  overrides = dict(overrides)
+  val_split = overrides.pop('val_split', None)
+  config = tiny_config(data_dir, total_steps=1, **overrides)
+  if val_split:
+    config.data.val_split = val_split
+  with pytest.raises(VidjaxError, match=needle):
+    trainer.train_and_evaluate(config, tmp_path / 'wd')
+
+
+def test_a_run_renders_the_embedded_dataset_once(tmp_path, monkeypatch):
+  """Opening a dataset never writes it: one render per fresh data_dir."""
+  from vidjax.data.builders import moving_shapes  # pylint: disable=g-import-not-at-top
+  writes = []
+  real = moving_shapes.MovingShapes._download_and_prepare
+
+  def counted(self, *args, **kwargs):
+    writes.append(self.data_dir)
+    return real(self, *args, **kwargs)
+
+  monkeypatch.setattr(moving_shapes.MovingShapes, '_download_and_prepare',
+                      counted)
+  fresh = tmp_path / 'tfds'
+  for run in ('first', 'second'):
+    trainer.train_and_evaluate(tiny_config(fresh, total_steps=0),
+                               tmp_path / run)
+  assert len(writes) == 1, writes

@@ -57,14 +57,6 @@ def random_start(
   )
 
 
-def centre_start(
-    num_available: tf.Tensor, num_frames: int, stride: int
-) -> tf.Tensor:
-  """Start that centres the clip (earlier frame when the slack is odd)."""
-  slack = tf.cast(num_available, tf.int32) - clip_span(num_frames, stride)
-  return tf.maximum(slack, 0) // 2
-
-
 def sample_train_indices(
     num_available: tf.Tensor, num_frames: int, stride: int, seed: tf.Tensor
 ) -> tf.Tensor:

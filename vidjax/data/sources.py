@@ -3,21 +3,22 @@
 Two kinds of source feed `vidjax.data.pipeline`, with one interface:
 
 * a vidjax TFDS builder (`config.data.name` such as 'moving_shapes/tiny' or
-  'kinetics400'), prepared on first use; split sizes come from its
-  `dataset_info.json`;
+  'kinetics400'); split sizes come from its `dataset_info.json`. Opening one
+  never writes it: `prepare` renders an embedded dataset, once, from one
+  process (the trainer's process 0, before the others open it);
 * TFRecords a user already has (`config.data.name = 'tfrecord'`), in the
   DMVR/Scenic SequenceExample layout (`vidjax.data.formats`), given as a file
   pattern per split (`train_pattern`, `eval_pattern`), `num_classes` and
   optionally `class_names_file` (one name per line, line i = class i).
 
-Truncated shards (an interrupted copy is the usual cause) are found before any
-record is read: a TFRecord file is a chain of `[uint64 length][uint32 crc]
-[data][uint32 crc]` frames, so walking the length fields with seeks counts
-the complete records without reading their bytes. The pipeline then reads
-only those (`TFRecordDataset(path).take(n)`) and never hits the broken tail
-mid-epoch; the loss is reported in the run summary. Local files are always
-walked (a few microseconds per record); remote files (gs://...) only when
-their count is not in the metadata, since every seek there is a request.
+Each shard's record count is fixed before any record is read, because the
+pipeline's resume arithmetic depends on it: the metadata's count for a
+builder, else the frames `tfrecord_reader` finds walking the file's length
+fields (a seek per record, checksums of the 12-byte headers only). Local
+files are always walked, so a shard shorter than its metadata is reported at
+once; remote files (gs://...) only when their count is not in the metadata,
+since every seek there is a request. The reader then yields exactly that
+many records per shard, skipped ones included (`tfrecord_reader`).
 """
 
 from __future__ import annotations
@@ -25,33 +26,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import struct
 
 from absl import logging
 import tensorflow as tf
 
+from vidjax.data import tfrecord_reader
 from vidjax.errors import VidjaxError
 
 # The dataset name that selects existing TFRecords instead of a builder.
 TFRECORD = 'tfrecord'
 
-_HEADER = 12  # uint64 length + uint32 masked CRC of the length.
-_FOOTER = 4  # uint32 masked CRC of the data.
-
-
 @dataclasses.dataclass(frozen=True)
 class Shard:
   path: str
-  num_records: int  # Complete records: what the pipeline reads.
+  num_records: int  # Records the pipeline yields (skipped ones included).
   expected: int | None  # From metadata; None when nobody recorded it.
   truncated: bool  # The file ends inside a record.
+  found: int | None = None  # Frames in the file; None: not walked (remote).
 
   @property
   def lost(self) -> int | None:
     """Records the metadata promises but the file lacks (None: unknown)."""
-    if self.expected is None:
+    if self.expected is None or self.found is None:
       return None
-    return max(self.expected - self.num_records, 0)
+    return max(self.expected - self.found, 0)
 
 
 def _is_remote(path: str) -> bool:
@@ -59,27 +57,13 @@ def _is_remote(path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _scan_cached(path: str, size: int, mtime: float) -> tuple[int, bool]:
-  del mtime  # Part of the cache key only: a rewritten file is rescanned.
-  count, pos = 0, 0
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    while pos < size:
-      if size - pos < _HEADER:
-        return count, True
-      f.seek(pos)
-      header = f.read(_HEADER)
-      if len(header) < _HEADER:
-        return count, True
-      (length,) = struct.unpack('<Q', header[:8])
-      end = pos + _HEADER + length + _FOOTER
-      if end > size:
-        return count, True
-      count, pos = count + 1, end
-  return count, False
+def _scan_cached(path: str, size: int, mtime: int) -> tuple[int, bool]:
+  del size, mtime  # Part of the cache key only: a rewritten file is rescanned.
+  return tfrecord_reader.count_frames(path)
 
 
 def scan_tfrecord(path: str) -> tuple[int, bool]:
-  """(complete records, whether the file ends inside a record)."""
+  """(records in the file, sound or not; whether it ends inside a record)."""
   stat = tf.io.gfile.stat(path)
   return _scan_cached(path, stat.length, stat.mtime_nsec)
 
@@ -92,11 +76,13 @@ def _shard(path: str, expected: int | None) -> Shard:
     # More records than the metadata says: the file is not the one described.
     raise VidjaxError(f'{path} holds {count} records but its dataset_info '
                       f'says {expected}; re-prepare the dataset')
-  shard = Shard(path, count, expected, truncated)
+  shard = Shard(path, count if expected is None else expected, expected,
+                truncated, found=count)
   if truncated or (shard.lost or 0) > 0:
     lost = 'an unknown number of' if shard.lost is None else str(shard.lost)
-    logging.warning('%s is truncated after %d complete records (%s records '
-                    'lost); reading those %d', path, count, lost, count)
+    logging.warning('%s is truncated after %d records (%s records lost); '
+                    'each lost record is counted as skipped', path, count,
+                    lost)
   return shard
 
 
@@ -146,7 +132,8 @@ class TFRecordSource:
 
   `config.data.train_split` names the files of `train_pattern`,
   `config.data.eval_split` those of `eval_pattern`. Split sizes are the
-  complete records in the files (no metadata exists to compare against).
+  records found in the files, skipped ones included (no metadata exists to
+  compare against: a record a truncation hid entirely is not known of).
   """
 
   def __init__(self, data_config):
@@ -194,18 +181,66 @@ class TFRecordSource:
     return sum(s.num_records for s in self.shards(split))
 
 
-def open_source(data_config):
-  """The source `data_config.name` selects (builders are prepared first)."""
-  if data_config.name == TFRECORD:
-    return TFRecordSource(data_config)
+def _builder(data_config):
   # Imported here: builders import TFDS's heavy machinery, which reading
   # existing TFRecords does not need.
   from vidjax.data import builders  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return builders.get_builder(data_config.name, data_config.get('data_dir'))
 
-  builder = builders.get_builder(data_config.name, data_config.get('data_dir'))
-  # Renders synthetic data on first use; a no-op once prepared. With several
-  # processes on one shared data_dir, prepare once before starting them.
+
+def _is_prepared(builder) -> bool:
+  # TFDS's `is_prepared` logs a warning for the half-made folder that merely
+  # constructing a builder leaves; its dataset_info.json is what TFDS
+  # writes last, so its presence is the same test, without the noise.
+  return tf.io.gfile.exists(os.path.join(os.fspath(builder.data_path),
+                                         'dataset_info.json'))
+
+
+def is_rendered(data_config) -> bool:
+  """Whether vidjax writes this dataset itself (the embedded, synthetic ones)
+  rather than the user (`python -m vidjax.data.prepare`, or own TFRecords).
+
+  Decided by the name alone, so every process of a run agrees on it whatever
+  the disk holds at the moment each one looks.
+  """
+  if data_config.name == TFRECORD:
+    return False
+  from vidjax.data.builders import raw_video  # pylint: disable=g-import-not-at-top
+  return not isinstance(_builder(data_config), raw_video.RawVideoBuilder)
+
+
+def prepare(data_config) -> bool:
+  """Renders an embedded dataset that is not on disk yet; True if it wrote.
+
+  Datasets the user prepares are left alone (`open_source` names the command
+  when they are missing). Call it once, from one process, before any
+  `open_source`: the trainer does so from process 0 while the others wait.
+  """
+  if not is_rendered(data_config):
+    return False
+  builder = _builder(data_config)
+  if _is_prepared(builder):
+    return False
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return True
+
+
+def open_source(data_config):
+  """The source `data_config.name` selects, read-only (see `prepare`)."""
+  if data_config.name == TFRECORD:
+    return TFRecordSource(data_config)
+  builder = _builder(data_config)
+  if not _is_prepared(builder):
+    from vidjax.data.builders import raw_video  # pylint: disable=g-import-not-at-top
+    root = os.fspath(builder.data_dir_root)
+    if isinstance(builder, raw_video.RawVideoBuilder):
+      how = (f'convert the raw videos first: python -m vidjax.data.prepare '
+             f'{builder.name} --manual_dir=DIR --data_dir={root}')
+    else:
+      how = ('it is rendered by the trainer (vidjax.main) before training, or '
+             'by vidjax.data.sources.prepare')
+    raise VidjaxError(f'dataset {data_config.name} is not prepared under '
+                      f'{root}; {how}')
   return BuilderSource(builder)

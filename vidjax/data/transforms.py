@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from vidjax.data import schema
+
 # Torchvision/ImageNet statistics: what TSN/TSM-style ResNets expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,7 +38,7 @@ NORMALIZATION = {
 }
 
 # TSN's multi-scale crop: crop sides as fractions of the shorter frame side.
-TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
+TSN_SCALES = schema.TSN_SCALES
 
 
 def random_crop_window(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
-import math
 import os
 from collections.abc import Sequence
 
@@ -404,13 +403,3 @@ def encode_video(
       frame.time_base = stream.codec_context.time_base
       container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
-
-
-def video_duration(num_frames: int, fps: float) -> float:
-  """Seconds covered by `num_frames` frames at `fps` (frame k at k / fps)."""
-  return num_frames / fps
-
-
-def num_resampled_frames(duration_s: float, fps: float) -> int:
-  """Frames `decode_video` returns for a clip of `duration_s` at `fps`."""
-  return max(1, math.ceil(duration_s * fps - _EPS))

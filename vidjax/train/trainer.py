@@ -6,7 +6,6 @@ jit(init) → resume → jit(train_step, donate) → loop (log, checkpoint) → 
 import json
 import os
 import time
-from typing import Any
 
 from etils import epath
 import jax
@@ -14,13 +13,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
+from jax.experimental import multihost_utils
 
 from vidjax.data import pipeline
+from vidjax.data import sources
 from vidjax.errors import VidjaxError
 from vidjax.models import complexity
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.train import checkpoint, evaluate, report
 from vidjax.train import init_from as init_from_lib
+from vidjax.train import periodic_eval
 from vidjax.train import preemption
 from vidjax.train import steps as steps_lib
 
@@ -64,21 +66,36 @@ def write_json(path: str, payload: dict):
 
 
 class Progress:
-  """One log line per interval: step, loss, steps/s, clips/s and ETA."""
+  """One log line per interval: step, loss, steps/s, clips/s and ETA.
+
+  The clock starts when the first step has finished (`started`), so the
+  first report's rate already leaves compilation out; time spent in periodic
+  evaluation is left out too (`pause`), so the ETA is the training's.
+  """
 
   def __init__(self, first_step: int, total_steps: int, batch_size: int):
     self.total = total_steps
     self.batch_size = batch_size
     self.mark_step, self.mark_time = first_step, None
+    self.first_step_seconds = None
+
+  def started(self, step: int, seconds: float):
+    """The first step (with its compilation) ended at `step`."""
+    self.mark_step, self.mark_time = step, time.monotonic()
+    self.first_step_seconds = seconds
+
+  def pause(self, seconds: float):
+    if self.mark_time is not None:
+      self.mark_time += seconds
 
   def line(self, step: int, scalars: dict) -> str:
     now = time.monotonic()
-    if self.mark_time is None:  # First interval includes compilation.
-      rate = float('nan')
-    else:
+    if step > self.mark_step:
       rate = (step - self.mark_step) / max(now - self.mark_time, 1e-9)
+    else:  # A report on the very first step: its time is all there is.
+      rate = 1 / max(self.first_step_seconds or 0.0, 1e-9)
     self.mark_step, self.mark_time = step, now
-    eta = (self.total - step) / rate if rate == rate and rate > 0 else None
+    eta = (self.total - step) / rate if rate > 0 else None
     eta_text = '?' if eta is None else time.strftime('%M:%S', time.gmtime(eta))
     if eta is not None and eta >= 3600:
       eta_text = f'{eta / 3600:.1f}h'
@@ -114,6 +131,18 @@ def _init_from(config, setup, state) -> TrainState:
   return state.replace(params=merged['params'],
                        batch_stats=merged.get('batch_stats', {}),
                        opt_state=opt_state)
+
+
+def prepare_data(data_config):
+  """Renders an embedded dataset once, from process 0; the others wait.
+
+  Datasets the user prepares are only opened (read-only) by every process.
+  """
+  renders = sources.is_rendered(data_config)
+  if jax.process_index() == 0 and sources.prepare(data_config):
+    print(f'Rendered {data_config.name} (once, by process 0)', flush=True)
+  if renders and jax.process_count() > 1:
+    multihost_utils.sync_global_devices('vidjax: dataset rendered')
 
 
 def train_stream(config, start_step: int):
@@ -168,13 +197,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       workdir, just_logging=not is_chief, asynchronous=False)
 
   # ------------------------------------------------------------------- Data.
+  prepare_data(config.data)
   meta = pipeline.dataset_info(config.data)
   for split in (config.data.train_split, config.data.eval_split):
     if split not in meta.num_examples:
       raise VidjaxError(
           f'dataset {config.data.name!r} has no split {split!r}; available: '
           f'{", ".join(sorted(meta.num_examples))}')
-  n_proc = jax.process_count()
+  periodic = periodic_eval.PeriodicEval.from_config(config, meta)
 
   # ------------------------------------------- Mesh, model and shardings.
   mesh = mesh_lib.make_mesh(config.get('mesh'))
@@ -189,9 +219,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                num_params, mesh_lib.describe(mesh))
 
   # ---------------------------------------------------- Init or resume.
+  for step_dir in checkpoint.incomplete_saves(workdir):
+    if is_chief:
+      print(f'Ignoring {step_dir}: a save that was interrupted before it '
+            'completed', flush=True)
   manager = checkpoint.make_manager(
       workdir, save_every_steps=config.checkpoint_every_steps,
       keep=config.keep_checkpoints)
+  best_manager = (checkpoint.make_best_manager(
+      workdir, periodic.best_metric, periodic.best_mode)
+                  if periodic.best_metric else None)
   with setup.context():
     start_step, state = checkpoint.restore_latest(manager,
                                                   setup.abstract_state)
@@ -217,9 +254,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         local = next(train_iter)
         input_counts = local.pop('counts')[-1]
         batch = mesh_lib.to_global_batch(local, setup.batch_sharding)
+        t0 = time.monotonic()
         state, sums = setup.train_step(state, batch, rng)
         interval.append(sums)
         step += 1
+        if step == start_step + 1:
+          jax.block_until_ready(sums)
+          progress.started(step, time.monotonic() - t0)
         if step % config.log_every_steps == 0 or step == total_steps:
           # Averages over the whole interval, not the last (noisy) batch.
           interval = jax.device_get(interval)
@@ -228,11 +269,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      for k in ('loss', 'top1', 'top5')}
           scalars['train/lr'] = float(interval[-1]['lr'])
           interval = []
-          writer.write_scalars(step, scalars)
+          counts = evaluate.input_counts(input_counts)
+          writer.write_scalars(step, {**scalars, **{
+              f'input/{k}': v for k, v in counts.items()}})
           history.append({'step': step, **scalars})
           if is_chief:
             print(progress.line(step, scalars), flush=True)
         checkpoint.save(manager, step, state, force=step == total_steps)
+        if periodic.due(step):
+          t0 = time.monotonic()
+          val = evaluate.evaluate(
+              model, state, config, mesh, meta, eval_step=setup.eval_step,
+              video_sharding=setup.video_sharding, split=periodic.split,
+              views=periodic.views)
+          val_scalars = periodic.scalars(val)
+          writer.write_scalars(step, val_scalars)
+          history.append({'step': step, **val_scalars})
+          if best_manager is not None:
+            checkpoint.save_scored(best_manager, step, state, val_scalars)
+          seconds = time.monotonic() - t0
+          progress.pause(seconds)
+          if is_chief:
+            print(periodic.line(step, val, seconds), flush=True)
         # Every process answers the same at the same step (a sync point
         # across hosts), so all of them save this step and stop together.
         if stop.reached(step):
@@ -247,14 +305,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.flush()
 
   # -------------------------------------------------------------- Eval.
+  tested = {'which': 'last', 'step': step}
+  if periodic.test_checkpoint == 'best':
+    best_step = best_manager.best_step()
+    if best_step is not None and best_step != step:
+      with setup.context():
+        state = best_manager.restore(
+            best_step, args=checkpoint.restore_args(setup.abstract_state))
+    tested = {'which': 'best', 'step': best_step if best_step is not None
+              else step, 'metric': periodic.best_metric}
   with setup.context():
     results = evaluate.evaluate(model, state, config, mesh, meta,
                                 eval_step=setup.eval_step,
                                 video_sharding=setup.video_sharding)
   results['step'] = step
+  results['checkpoint'] = tested
   results['train_input'] = evaluate.input_counts(input_counts)
-  writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
-                              if k in ('top1', 'top5', 'loss')})
+  writer.write_scalars(step, {
+      **{f'eval/{k}': v for k, v in results.items()
+         if k in ('top1', 'top5', 'loss')},
+      **{f'eval/skipped/{k}': v for k, v in results['skipped'].items()}})
   writer.flush()
   if is_chief:
     write_json(os.path.join(workdir, 'eval_results.json'), results)
@@ -262,4 +332,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if history:
       report.plot_curves(history, os.path.join(workdir, 'curves.png'))
   manager.close()
+  if best_manager is not None:
+    best_manager.close()
   return {**results, 'workdir': workdir}

@@ -159,17 +159,6 @@ def parse_config_name(name: str) -> RawVideoConfig | None:
   )
 
 
-def make_config(fps: float | None, short_side: int | None, jpeg_quality: int,
-                name: str | None = None) -> RawVideoConfig:
-  name = name or config_name(fps, short_side, jpeg_quality)
-  return RawVideoConfig(
-      name=name,
-      description=(f'{"native" if fps is None else f"{fps:g}"} fps, short side '
-                   f'{short_side}, JPEG q{jpeg_quality}.'),
-      fps=fps, short_side=short_side, jpeg_quality=jpeg_quality,
-  )
-
-
 def scan_videos(root: str | os.PathLike) -> dict[str, list[str]]:
   """{file stem: [paths]} of every video file under `root` (one walk).
 
@@ -612,4 +601,3 @@ def summarize(
   for r in rows:
     out.setdefault(r['split'], collections.Counter())[r['status']] += 1
   return out
-
