@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidjax.errors import VidjaxError
 from vidjax.layers import attention
 
 B, D, HEADS = 2, 8, 2
@@ -133,7 +132,7 @@ class MultiHeadSelfAttentionTest(chex.TestCase):
 
   def test_width_not_divisible_by_heads(self):
     layer = attention.MultiHeadSelfAttention(num_heads=3)
-    with self.assertRaises(VidjaxError):
+    with self.assertRaises(ValueError):
       jax.eval_shape(layer.init, jax.random.key(0), jnp.zeros((1, 3, D)))
 
   def test_attention_dropout_only_in_training(self):

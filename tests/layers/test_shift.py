@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidjax.errors import VidjaxError
 from vidjax.layers import shift
 
 N, T, H, W, C = 2, 4, 2, 2, 8
@@ -121,16 +120,16 @@ class TemporalShiftTest(chex.TestCase):
         np.asarray(out).reshape(N, T, H, W, C), np_shift(x, fold_div=4))
 
   def test_folded_batch_rejects_bad_num_frames(self):
-    with self.assertRaises(VidjaxError):
+    with self.assertRaises(ValueError):
       shift.temporal_shift_folded(jnp.zeros((6, H, W, C)), num_frames=4)
 
   def test_bad_arguments(self):
     x = jnp.zeros((N, T, H, W, C))
-    with self.assertRaises(VidjaxError):
+    with self.assertRaises(ValueError):
       shift.temporal_shift(x, direction='up')
-    with self.assertRaises(VidjaxError):
+    with self.assertRaises(ValueError):
       shift.temporal_shift(x, fold_div=1)  # bidirectional needs 2·fold <= C
-    with self.assertRaises(VidjaxError):
+    with self.assertRaises(ValueError):
       shift.temporal_shift(x, fold_div=0, direction='left')
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -180,7 +179,7 @@ class OnlineShiftTest(chex.TestCase):
     np.testing.assert_array_equal(online, np.asarray(offline))
 
   def test_online_rejects_mismatched_buffer(self):
-    with self.assertRaises(VidjaxError):
+    with self.assertRaises(ValueError):
       shift.online_temporal_shift(jnp.zeros((N, H, W, C)),
                                   jnp.zeros((N, H + 1, W, 1)))
 
@@ -313,13 +312,13 @@ class ShiftedResidualTest(chex.TestCase):
                               buffer=buffer)
       np.testing.assert_allclose(np.asarray(y), offline[:, t:t + 1],
                                  rtol=1e-6, atol=1e-6)
-    with self.assertRaises(VidjaxError):  # the offline shift reads ahead
+    with self.assertRaises(ValueError):  # the offline shift reads ahead
       AffineBlock(fold_div=4).apply(variables, jnp.asarray(x[:, :1]),
                                     buffer=buffer)
 
   def test_bad_placement(self):
     block = AffineBlock(placement='block')
-    with self.assertRaises(VidjaxError):
+    with self.assertRaises(ValueError):
       block.init(jax.random.key(0), jnp.zeros((N, T, H, W, C)))
 
 

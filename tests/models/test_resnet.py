@@ -222,6 +222,12 @@ class BehaviourTest(chex.TestCase):
     with self.assertRaisesRegex(VidjaxError, 'shift must be one of'):
       create_model('tsm_r18', num_classes=5, shift='left').init(
           jax.random.key(0), jnp.zeros(CLIP))
+    # A config's bad fraction is the user's error, not the layer's
+    # ValueError: a bidirectional shift of 1/1 each way would move 2·C.
+    with self.assertRaisesRegex(VidjaxError, 'shift_div must be an integer '
+                                '>= 2 for a bidirectional shift, got 1'):
+      create_model('tsm_r18', num_classes=5, shift_div=1).init(
+          jax.random.key(0), jnp.zeros(CLIP))
     online, online_variables = tiny('tsm_online_r18')
     with self.assertRaisesRegex(VidjaxError, r'one frame \[N, H, W, 3\]'):
       online.apply(online_variables, clip(), state={})

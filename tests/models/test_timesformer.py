@@ -244,6 +244,9 @@ class ModelTest(chex.TestCase):
     model = timesformer.TimeSformer(5, **TINY)
     with self.assertRaisesRegex(VidjaxError, 'do not divide into 8x8'):
       model.init(jax.random.key(0), jnp.zeros((1, 4, 36, 32, 3)))
+    with self.assertRaisesRegex(VidjaxError, 'not divisible by num_heads=5'):
+      model.clone(num_heads=5).init(jax.random.key(0),
+                                    jnp.zeros((1, 4, 32, 32, 3)))
     with self.assertRaisesRegex(VidjaxError, 'even frame count'):
       model.clone(scheme='local_global').init(jax.random.key(0),
                                               jnp.zeros((1, 3, 32, 32, 3)))

@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidjax.errors import VidjaxError
 
 Dtype = Any
 Initializer = Any
@@ -135,7 +134,7 @@ class MultiHeadSelfAttention(nn.Module):
     """x [..., L, D] → [..., L, D]; `mask` [L, L] (True: may attend)."""
     dim = x.shape[-1]
     if dim % self.num_heads:
-      raise VidjaxError(
+      raise ValueError(
           f'width {dim} is not divisible by num_heads={self.num_heads}')
     head_dim = dim // self.num_heads
     scale = self.qk_scale or head_dim ** -0.5

@@ -38,7 +38,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidjax.errors import VidjaxError
 from vidjax.parallel import halo
 
 Direction = Literal['bidirectional', 'left', 'right']
@@ -78,13 +77,13 @@ def _shift_time(x: jax.Array, offset: int) -> jax.Array:
 def _fold(channels: int, fold_div: int, direction: str) -> int:
   """Validates the arguments and returns the number of channels per shift."""
   if direction not in DIRECTIONS:
-    raise VidjaxError(
+    raise ValueError(
         f'temporal shift direction must be one of {DIRECTIONS}, got '
         f'{direction!r}')
   # Bidirectional shifts 2·fold channels; fold_div=1 would ask for 2·C.
   min_div = 2 if direction == 'bidirectional' else 1
   if not isinstance(fold_div, int) or fold_div < min_div:
-    raise VidjaxError(
+    raise ValueError(
         f'fold_div must be an integer >= {min_div} for direction '
         f'{direction!r}, got {fold_div!r}')
   return channels // fold_div
@@ -116,7 +115,7 @@ def temporal_shift(
     An array with the shape and dtype of `x`.
   """
   if x.ndim < 3:
-    raise VidjaxError(
+    raise ValueError(
         f'temporal_shift expects [N, T, ..., C], got shape {x.shape}')
   fold = _fold(x.shape[-1], fold_div, direction)
   if fold == 0:
@@ -138,7 +137,7 @@ def temporal_shift(
 def _unfold_frames(x: jax.Array, num_frames: int) -> jax.Array:
   """[N·T, ...] → [N, T, ...], batch-major as in TSN/TSM."""
   if num_frames < 1 or x.shape[0] % num_frames:
-    raise VidjaxError(
+    raise ValueError(
         f'leading axis {x.shape[0]} is not a multiple of num_frames='
         f'{num_frames}')
   return x.reshape((x.shape[0] // num_frames, num_frames) + x.shape[1:])
@@ -238,14 +237,14 @@ class ShiftedResidual(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False,
                buffer: jax.Array | None = None):
     if self.placement not in PLACEMENTS:
-      raise VidjaxError(
+      raise ValueError(
           f'placement must be one of {PLACEMENTS}, got {self.placement!r}')
     if buffer is None:
       shifted = TemporalShift(
           fold_div=self.fold_div, mode=self.mode, num_frames=self.num_frames,
           name='shift')(x)
     elif self.mode != 'right':
-      raise VidjaxError(
+      raise ValueError(
           f'streaming needs the causal shift (mode "right"); this block '
           f'shifts {self.mode!r}, which reads future frames')
     else:
@@ -296,7 +295,7 @@ def online_temporal_shift(
   """
   fold = buffer.shape[-1]
   if buffer.shape[:-1] != x.shape[:-1] or fold > x.shape[-1]:
-    raise VidjaxError(
+    raise ValueError(
         f'shift buffer of shape {buffer.shape} does not fit features of shape '
         f'{x.shape}')
   shifted = jnp.concatenate([buffer.astype(x.dtype), x[..., fold:]], axis=-1)

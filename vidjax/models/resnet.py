@@ -230,6 +230,13 @@ class TSM(nn.Module):
     if self.placement not in shift_lib.PLACEMENTS:
       raise VidjaxError(f'placement must be one of {shift_lib.PLACEMENTS}, '
                         f'got {self.placement!r}')
+    # Checked here, where a config reaches it; the shift layer itself
+    # raises ValueError for code that calls it wrongly.
+    min_div = 2 if self.shift == 'bidirectional' else 1
+    if self.shift != 'none' and (not isinstance(self.shift_div, int)
+                                 or self.shift_div < min_div):
+      raise VidjaxError(f'shift_div must be an integer >= {min_div} for a '
+                        f'{self.shift} shift, got {self.shift_div!r}')
 
   def _warn_segments(self, frames: int):
     key = (self.num_segments, frames)

@@ -388,6 +388,9 @@ class TimeSformer(nn.Module):
     if self.remat not in REMAT:
       raise VidjaxError(f'unknown remat {self.remat!r}; known: '
                         f'{", ".join(REMAT)}')
+    if self.embed_dim % self.num_heads:
+      raise VidjaxError(f'embed_dim {self.embed_dim} is not divisible by '
+                        f'num_heads={self.num_heads}')
     if video.ndim != 5:
       raise VidjaxError(f'TimeSformer takes clips [N, T, H, W, 3], got shape '
                         f'{video.shape}')
