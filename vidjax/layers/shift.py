@@ -74,14 +74,18 @@ def _shift_time(x: jax.Array, offset: int) -> jax.Array:
                               pad_value=0.0)
 
 
+def min_fold_div(direction: str) -> int:
+  """Bidirectional shifts 2·fold channels; fold_div=1 would ask for 2·C."""
+  return 2 if direction == 'bidirectional' else 1
+
+
 def _fold(channels: int, fold_div: int, direction: str) -> int:
   """Validates the arguments and returns the number of channels per shift."""
   if direction not in DIRECTIONS:
     raise ValueError(
         f'temporal shift direction must be one of {DIRECTIONS}, got '
         f'{direction!r}')
-  # Bidirectional shifts 2·fold channels; fold_div=1 would ask for 2·C.
-  min_div = 2 if direction == 'bidirectional' else 1
+  min_div = min_fold_div(direction)
   if not isinstance(fold_div, int) or fold_div < min_div:
     raise ValueError(
         f'fold_div must be an integer >= {min_div} for direction '

@@ -232,7 +232,7 @@ class TSM(nn.Module):
                         f'got {self.placement!r}')
     # Checked here, where a config reaches it; the shift layer itself
     # raises ValueError for code that calls it wrongly.
-    min_div = 2 if self.shift == 'bidirectional' else 1
+    min_div = shift_lib.min_fold_div(self.shift)
     if self.shift != 'none' and (not isinstance(self.shift_div, int)
                                  or self.shift_div < min_div):
       raise VidjaxError(f'shift_div must be an integer >= {min_div} for a '

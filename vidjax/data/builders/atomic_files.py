@@ -9,7 +9,9 @@ import shutil
 
 def atomic_write_text(path: str, text: str):
   tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  # newline='': the text is written as given (the manifest's CSV rows end
+  # in \r\n, as the csv module writes them).
+  with open(tmp, 'w', encoding='utf-8', newline='') as f:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import collections
 import csv
-import os
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vidjax.data import video_worker
+from vidjax.data.builders import atomic_files
 
 MANIFEST_NAME = 'manifest.csv'
 MANIFEST_FIELDS = (
@@ -25,12 +26,11 @@ def write_manifest(path: str, rows: list[dict[str, Any]]):
   order = {s: i for i, s in enumerate(('train', 'validation', 'test'))}
   rows = sorted(rows, key=lambda r: (order.get(r['split'], 9), r['split'],
                                      r['key']))
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(tmp, path)
+  text = io.StringIO(newline='')
+  writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
+  writer.writeheader()
+  writer.writerows(rows)
+  atomic_files.atomic_write_text(path, text.getvalue())
 
 
 def read_manifest(path: str) -> list[dict[str, str]]:

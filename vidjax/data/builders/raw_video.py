@@ -10,10 +10,11 @@ this module does the rest:
   shards) and cut into shards of `videos_per_shard`. The plan is fixed by
   the annotation files and the builder config alone, and saved as
   `plan.json`.
-* **Parallel conversion** (`conversion_pool`, `shard_writer`). A pool of `workers` processes (spawned, each
-  decoding with one FFmpeg thread) runs `video_worker.convert_video` per
-  video: decode with `video_io.decode_video` at the config's fps and short
-  side, JPEG-encode, serialize the SequenceExample. Workers import neither
+* **Parallel conversion** (`conversion_pool`, `shard_writer`). A pool of
+  `workers` processes (spawned, each decoding with one FFmpeg thread) runs
+  `video_worker.convert_video` per video: decode with
+  `video_io.decode_video` at the config's fps and short side, JPEG-encode,
+  serialize the SequenceExample. Workers import neither
   TensorFlow nor TFDS (fast start, ~40 MB each); this process receives the
   records in plan order and writes each shard with `tf.io.TFRecordWriter`.
   A progress line (`progress`) shows videos done, rate and ETA.
@@ -29,9 +30,9 @@ this module does the rest:
   empty video is skipped and recorded with its reason; the run goes on.
   Problems with the annotations (missing file, unknown label) stop the run
   with one `VidjaxError` naming the file.
-* **Manifest** (`manifest`). `manifest.csv` next to `dataset_info.json` lists every video of
-  every split: status (`ok`, `missing`, `undecodable`), reason, frames,
-  duration, source fps.
+* **Manifest** (`manifest`). `manifest.csv` next to `dataset_info.json`
+  lists every video of every split: status (`ok`, `missing`,
+  `undecodable`), reason, frames, duration, source fps.
 
 At the end the finished shards are hard-linked (copied across filesystems)
 into TFDS's directory as `<name>-<split>.tfrecord-0000i-of-0000n`, skipping
@@ -247,12 +248,13 @@ class RawVideoBuilder(base.DmvrBuilder):
     already = total - sum(len(j.tasks) for j in todo)
     progress = progress_lib.Progress(
         f'{self.name}/{cfg.name}', total, already) if self.progress else None
-    items = [(task, job.settings, job.split, job.index)
-             for job in todo for task in job.tasks]
+    num_videos = total - already
+    items = ((task, job.settings, job.split, job.index)
+             for job in todo for task in job.tasks)
     with conversion_pool.converted_in_order(
-        self.name, items, min(self.workers, len(items))) as results:
+        self.name, items, min(self.workers, num_videos)) as results:
       shard_writer.write_shards(todo, results, progress, self.interrupt_after)
-    self.converted_this_run = len(items)
+    self.converted_this_run = num_videos
 
     results = {}
     for job in jobs:

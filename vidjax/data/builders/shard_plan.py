@@ -83,21 +83,21 @@ def fingerprint(plan: Mapping[str, Sequence[Sequence[VideoTask]]],
   }
 
 
-def save_or_check(work_dir: str, print_: dict):
+def save_or_check(work_dir: str, expected: dict):
   """Saves the fingerprint, or checks it against an earlier run's."""
   os.makedirs(work_dir, exist_ok=True)
   plan_path = os.path.join(work_dir, 'plan.json')
   if os.path.exists(plan_path):
     with open(plan_path, encoding='utf-8') as f:
       previous = json.load(f)
-    if previous != print_:
+    if previous != expected:
       raise VidjaxError(
           f'{work_dir} holds an unfinished conversion with different '
           'annotations or shard size; delete that directory to start over '
           'or rerun with the same inputs'
       )
   else:
-    atomic_files.atomic_write_text(plan_path, json.dumps(print_, indent=1))
+    atomic_files.atomic_write_text(plan_path, json.dumps(expected, indent=1))
 
 
 def shard_jobs(plan: Mapping[str, Sequence[Sequence[VideoTask]]],
