@@ -92,8 +92,8 @@ class MultiHeadSelfAttentionTest(chex.TestCase):
     p = np_params(params)
     for b in range(B * 4):
       expected, weights = np_mhsa(p, x[b].astype(np.float64), num_heads)
-      np.testing.assert_allclose(out[b], expected, rtol=1e-5, atol=1e-5)
-      np.testing.assert_allclose(sown[b], weights, rtol=1e-5, atol=1e-6)
+      chex.assert_trees_all_close(out[b], expected, rtol=1e-5, atol=1e-5)
+      chex.assert_trees_all_close(sown[b], weights, rtol=1e-5, atol=1e-6)
 
   @parameterized.named_parameters(('unmasked', False), ('masked', True))
   def test_fused_path_equals_explicit_weights(self, masked):
@@ -109,15 +109,15 @@ class MultiHeadSelfAttentionTest(chex.TestCase):
         params, x)
     want, state = explicit.apply({'params': params}, x, mask=mask,
                                  mutable=['intermediates'])
-    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(out, want, rtol=1e-5, atol=1e-6)
     (weights,) = state['intermediates']['attention']
     self.assertEqual(weights.shape, (2, 3, HEADS, 5, 5))
     if masked:  # Query i attends to keys <= i only.
-      np.testing.assert_array_equal(np.asarray(weights)[..., ~mask], 0)
+      chex.assert_trees_all_equal(np.asarray(weights)[..., ~mask], 0)
     p = np_params(params)
     expected, _ = np_mhsa(p, x[1, 2].astype(np.float64), HEADS,
                           mask=mask)
-    np.testing.assert_allclose(out[1, 2], expected, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(out[1, 2], expected, rtol=1e-5, atol=1e-5)
     _, state = fused.apply({'params': params}, x, mutable=['intermediates'])
     self.assertEmpty(state)  # Nothing sown unless asked.
 
@@ -145,7 +145,7 @@ class MultiHeadSelfAttentionTest(chex.TestCase):
     evaluated = apply(variables, x, rngs=rngs)
     trained = apply(variables, x, train=True, rngs=rngs)
     p = np_params(variables['params'])
-    np.testing.assert_allclose(
+    chex.assert_trees_all_close(
         evaluated[0], np_mhsa(p, x[0].astype(np.float64), HEADS)[0],
         rtol=1e-5, atol=1e-5)
     self.assertGreater(np.abs(np.asarray(trained - evaluated)).max(), 1e-3)
@@ -165,7 +165,7 @@ class MlpTest(chex.TestCase):
     p = np_params(params)
     h = np_dense(p['fc1'], x.astype(np.float64))
     expected = np_dense(p['fc2'], np_gelu(h))
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-5)
     # The tolerance above does separate the exact GELU from the tanh one.
     tanh_version = np_dense(p['fc2'], np_gelu(h, exact=False))
     self.assertGreater(np.abs(tanh_version - expected).max(), 1e-3)
@@ -190,7 +190,7 @@ class DropPathTest(parameterized.TestCase):
     # Each row is entirely dropped (0) or entirely kept and rescaled (2).
     self.assertTrue(np.all(row_values == row_values[:, :1]))
     self.assertSetEqual(set(np.unique(row_values)), {0.0, 2.0})
-    np.testing.assert_array_equal(layer.apply({}, x), x)  # eval: identity
+    chex.assert_trees_all_equal(layer.apply({}, x), x)  # eval: identity
 
 
 if __name__ == '__main__':

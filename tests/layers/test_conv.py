@@ -59,7 +59,7 @@ class Conv3DLoweringTest(parameterized.TestCase):
     got = jax.jit(conv_lib.conv3d, static_argnums=(2, 3))(
         x, kernel, strides, tuple(pads))
     want = numpy_conv3d(x, kernel, strides, pads)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-4)
 
 
   @parameterized.named_parameters(
@@ -93,10 +93,10 @@ class Conv3DLoweringTest(parameterized.TestCase):
     ours = lambda a, k: conv_lib.conv3d(a, k, strides, pads)  # noqa: E731
     reference = lambda a, k: jax.lax.conv_general_dilated(  # noqa: E731
         a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
-    np.testing.assert_allclose(ours(x, kernel), reference(x, kernel),
-                               rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(ours(x, kernel), reference(x, kernel),
+                                rtol=1e-4, atol=1e-4)
     for got, want in zip(grads(ours), grads(reference)):
-      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+      chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-4)
 
 
   @parameterized.named_parameters(
@@ -115,7 +115,7 @@ class Conv3DLoweringTest(parameterized.TestCase):
     reference = lambda a, k: jax.lax.conv_general_dilated(  # noqa: E731
         a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
     y = jax.jit(ours)(x, kernel)
-    np.testing.assert_allclose(y, reference(x, kernel), rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(y, reference(x, kernel), rtol=1e-5, atol=1e-5)
     cotangent = rng.normal(size=y.shape).astype(np.float32)
 
     def grads(conv):
@@ -123,10 +123,10 @@ class Conv3DLoweringTest(parameterized.TestCase):
                               argnums=(0, 1)))(x, kernel)
 
     (dx, dk), (dx_ref, dk_ref) = grads(ours), grads(reference)
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(dk, dk_ref, rtol=1e-5, atol=1e-5)
     sub = x[:, ::strides[0], ::strides[1], ::strides[2]]
-    np.testing.assert_allclose(
+    chex.assert_trees_all_close(
         dk[0, 0, 0], np.einsum('nthwc,nthwd->cd', sub, cotangent),
         rtol=1e-4, atol=1e-4)
 
@@ -167,7 +167,7 @@ class STConvTest(chex.TestCase, parameterized.TestCase):
           x[:, t], kernel, (1, 1), 'SAME',
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
       want = np.maximum(np.asarray(frame) / np.sqrt(1 + eps) + beta, 0)
-      np.testing.assert_allclose(y[:, t], want, rtol=1e-5, atol=1e-5)
+      chex.assert_trees_all_close(y[:, t], want, rtol=1e-5, atol=1e-5)
 
   def test_temporal_identity_init_makes_sep_start_as_its_spatial_half(self):
     unit = conv_lib.STConv(5, 3, temporal_kernel_size=3, kind='sep')
@@ -179,8 +179,8 @@ class STConvTest(chex.TestCase, parameterized.TestCase):
         {'params': {k: variables['params'][k] for k in ('conv', 'bn')},
          'batch_stats': variables['batch_stats']}, x)
     # temporal conv is identity (+ zero bias), then ReLU of a ReLU output.
-    np.testing.assert_allclose(unit.apply(variables, x), y_spatial,
-                               rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(unit.apply(variables, x), y_spatial,
+                                rtol=1e-6, atol=1e-6)
 
   def test_torchvision_numerics(self):
     unit = conv_lib.STConv(8, 3, temporal_kernel_size=3, kind='sep',

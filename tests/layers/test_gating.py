@@ -26,8 +26,8 @@ class SelfGatingTest(chex.TestCase, parameterized.TestCase):
     b = params['gate']['bias'] if use_bias else 0.0
     pooled = x.reshape(2, -1, 8).mean(axis=1)            # [N, C]
     weights = 1 / (1 + np.exp(-(pooled @ w + b)))         # [N, C]
-    np.testing.assert_allclose(y, x * weights[:, None, None, None, :],
-                               rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(y, x * weights[:, None, None, None, :],
+                                rtol=1e-5, atol=1e-6)
     chex.assert_type(y, jnp.float32)
     self.assertEqual(set(params['gate']), {'kernel', 'bias'} if use_bias
                      else {'kernel'})

@@ -72,7 +72,7 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
         variables, x, mutable=['batch_stats'])
     want, want_state = _Reference(train, use_scale, relu).apply(
         variables, x, mutable=['batch_stats'])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(got_state, want_state, rtol=1e-5, atol=1e-6)
 
   @parameterized.product(use_scale=(True, False),
@@ -111,7 +111,7 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
       return jnp.sum(y)
 
     dx = jax.grad(loss)(x)
-    np.testing.assert_array_equal(dx[..., 1], 0.0)
+    chex.assert_trees_all_equal(dx[..., 1], 0.0)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_bfloat16_compute_keeps_float32_statistics(self):
@@ -127,8 +127,8 @@ class BatchNormReLUTest(chex.TestCase, parameterized.TestCase):
                              use_running_average=False)
     want = nn.relu(reference.apply(variables, x.astype(jnp.float32),
                                    mutable=['batch_stats'])[0])
-    np.testing.assert_allclose(np.asarray(y, np.float32), want, rtol=2e-2,
-                               atol=2e-2)
+    chex.assert_trees_all_close(np.asarray(y, np.float32), want, rtol=2e-2,
+                                atol=2e-2)
     # The gradient comes back in the input's dtype.
     dx = jax.grad(lambda x: module.apply(
         variables, x, mutable=['batch_stats'])[0].astype(jnp.float32).sum())(x)

@@ -44,8 +44,8 @@ class MaxPoolTest(chex.TestCase, parameterized.TestCase):
     x = np.random.default_rng(0).normal(size=(2, 5, 7, 6, 3)).astype(
         np.float32)
     y = self.variant(lambda v: pool.max_pool(v, window, strides, padding))(x)
-    np.testing.assert_array_equal(y, _numpy_max_pool(x, window, strides,
-                                                     padding))
+    chex.assert_trees_all_equal(y, _numpy_max_pool(x, window, strides,
+                                                   padding))
     chex.assert_type(y, jnp.float32)
 
   @parameterized.named_parameters(*CASES)
@@ -62,9 +62,9 @@ class MaxPoolTest(chex.TestCase, parameterized.TestCase):
 
     ours = grad(lambda v: pool.max_pool(v, window, strides, padding))
     reference = grad(lambda v: nn.max_pool(v, window, strides, padding))
-    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(ours, reference, rtol=1e-6, atol=1e-6)
     # Every output's gradient lands on exactly one input.
-    np.testing.assert_allclose(ours.sum(), cotangent.sum(), rtol=1e-5)
+    chex.assert_trees_all_close(ours.sum(), cotangent.sum(), rtol=1e-5)
 
   def test_rejects_a_window_larger_than_the_input(self):
     with self.assertRaisesRegex(ValueError, 'larger than the padded input'):

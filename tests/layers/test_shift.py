@@ -56,30 +56,31 @@ class TemporalShiftTest(chex.TestCase):
     fn = self.variant(functools.partial(
         shift.temporal_shift, fold_div=fold_div, direction=direction))
     out = fn(jnp.asarray(x))
-    np.testing.assert_array_equal(np.asarray(out), np_shift(x, fold_div,
-                                                            direction))
+    chex.assert_trees_all_equal(np.asarray(out), np_shift(x, fold_div,
+                                                          direction))
 
   def test_official_convention_by_hand(self):
     # One pixel, C=8, fold_div=4 (fold 2): values encode (t, c) as 10·t + c.
     x = (10 * np.arange(T)[:, None] + np.arange(C)[None, :]).astype(np.float32)
     x = x.reshape(1, T, 1, 1, C)
     out = np.asarray(shift.temporal_shift(jnp.asarray(x), fold_div=4))
-    expected_t1 = [20, 21, 2, 3, 14, 15, 16, 17]  # c<2 from t=2, c<4 from t=0
-    np.testing.assert_array_equal(out[0, 1, 0, 0], expected_t1)
+    expected_t1 = np.array([20, 21, 2, 3, 14, 15, 16, 17],
+                           np.float32)  # c<2 from t=2, c<4 from t=0
+    chex.assert_trees_all_equal(out[0, 1, 0, 0], expected_t1)
 
   def test_boundary_frames_are_zero(self):
     x = positive_clip()
     fold = C // 4
     out = np.asarray(shift.temporal_shift(jnp.asarray(x), fold_div=4))
-    np.testing.assert_array_equal(out[:, -1, ..., :fold], 0)
-    np.testing.assert_array_equal(out[:, 0, ..., fold:2 * fold], 0)
+    chex.assert_trees_all_equal(out[:, -1, ..., :fold], 0)
+    chex.assert_trees_all_equal(out[:, 0, ..., fold:2 * fold], 0)
     # Nothing else is zero: inputs are positive and no other slot is vacated.
     self.assertEqual(np.count_nonzero(out == 0), 2 * N * H * W * fold)
 
   def test_fewer_channels_than_fold_div_is_identity(self):
     x = positive_clip((1, T, 1, 1, 4))
     out = shift.temporal_shift(jnp.asarray(x), fold_div=8)
-    np.testing.assert_array_equal(np.asarray(out), x)
+    chex.assert_trees_all_equal(np.asarray(out), x)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
@@ -92,7 +93,7 @@ class TemporalShiftTest(chex.TestCase):
     self.assertEqual(out.shape, x.shape)
     self.assertEqual(out.dtype, dtype)
     # The shift only moves values, so it is exact in any dtype.
-    np.testing.assert_array_equal(
+    chex.assert_trees_all_equal(
         np.asarray(out, np.float32), np_shift(np.asarray(x, np.float32)))
 
   def test_gradient_is_the_opposite_shift(self):
@@ -107,7 +108,7 @@ class TemporalShiftTest(chex.TestCase):
     expected[:, 1:, ..., :fold] = g[:, :-1, ..., :fold]
     expected[:, -1, ..., fold:2 * fold] = 0
     expected[:, :-1, ..., fold:2 * fold] = g[:, 1:, ..., fold:2 * fold]
-    np.testing.assert_array_equal(np.asarray(grad), expected)
+    chex.assert_trees_all_equal(np.asarray(grad), expected)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_folded_batch_matches_nthwc(self):
@@ -116,7 +117,7 @@ class TemporalShiftTest(chex.TestCase):
     out = self.variant(functools.partial(
         shift.temporal_shift_folded, num_frames=T, fold_div=4))(folded)
     self.assertEqual(out.shape, (N * T, H, W, C))
-    np.testing.assert_array_equal(
+    chex.assert_trees_all_equal(
         np.asarray(out).reshape(N, T, H, W, C), np_shift(x, fold_div=4))
 
   def test_folded_batch_rejects_bad_num_frames(self):
@@ -145,7 +146,7 @@ class TemporalShiftTest(chex.TestCase):
     variables = layer.init(jax.random.key(0), inputs)
     self.assertEmpty(jax.tree.leaves(variables))  # parameter-free
     out = self.variant(layer.apply)(variables, jnp.asarray(inputs))
-    np.testing.assert_array_equal(
+    chex.assert_trees_all_equal(
         np.asarray(out).reshape(x.shape), np_shift(x, 4, mode))
 
 
@@ -156,7 +157,7 @@ class OnlineShiftTest(chex.TestCase):
                                   dtype=jnp.bfloat16)
     self.assertEqual(buf.shape, (N, H, W, 2))
     self.assertEqual(buf.dtype, jnp.bfloat16)
-    np.testing.assert_array_equal(np.asarray(buf, np.float32), 0)
+    chex.assert_trees_all_equal(np.asarray(buf, np.float32), 0)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(('div8', 8), ('div4', 4), ('div2', 2))
@@ -169,14 +170,14 @@ class OnlineShiftTest(chex.TestCase):
       frame = jnp.asarray(x[:, t])
       y, buf = step(frame, buf)
       # The new buffer is this frame's unshifted first fold channels.
-      np.testing.assert_array_equal(np.asarray(buf),
-                                    x[:, t, ..., :C // fold_div])
+      chex.assert_trees_all_equal(np.asarray(buf),
+                                  x[:, t, ..., :C // fold_div])
       outs.append(np.asarray(y))
     online = np.stack(outs, axis=1)
-    np.testing.assert_array_equal(online, np_shift(x, fold_div, 'right'))
+    chex.assert_trees_all_equal(online, np_shift(x, fold_div, 'right'))
     offline = shift.temporal_shift(jnp.asarray(x), fold_div=fold_div,
                                    direction='right')
-    np.testing.assert_array_equal(online, np.asarray(offline))
+    chex.assert_trees_all_equal(online, np.asarray(offline))
 
   def test_online_rejects_mismatched_buffer(self):
     with self.assertRaises(ValueError):
@@ -187,7 +188,7 @@ class OnlineShiftTest(chex.TestCase):
     x = positive_clip()
     layer = shift.OnlineTemporalShift(fold_div=4)
     variables = layer.init(jax.random.key(0), jnp.asarray(x[:, 0]))
-    np.testing.assert_array_equal(
+    chex.assert_trees_all_equal(
         np.asarray(variables['cache']['shift_buffer']), 0)
     apply = jax.jit(functools.partial(layer.apply, mutable=['cache']))
     outs = []
@@ -195,7 +196,7 @@ class OnlineShiftTest(chex.TestCase):
       y, mutated = apply(variables, jnp.asarray(x[:, t]))
       variables = {**variables, **mutated}
       outs.append(np.asarray(y))
-    np.testing.assert_array_equal(np.stack(outs, 1), np_shift(x, 4, 'right'))
+    chex.assert_trees_all_equal(np.stack(outs, 1), np_shift(x, 4, 'right'))
 
 
 class Affine(nn.Module):
@@ -267,8 +268,8 @@ class ShiftedResidualTest(chex.TestCase):
     expected = identity + dense_np(params['conv1'], s)
     if relu:
       expected = np.maximum(expected, 0)
-    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5,
-                               atol=1e-5)
+    chex.assert_trees_all_close(np.asarray(out), expected, rtol=1e-5,
+                                atol=1e-5)
 
   def test_parameter_names_follow_the_blocks(self):
     variables = TwoBlocks().init(jax.random.key(0), jnp.zeros((N, T, H, W, C)))
@@ -287,8 +288,8 @@ class ShiftedResidualTest(chex.TestCase):
       variables = block.init(jax.random.key(0), jnp.asarray(x))
       outs[placement] = np.asarray(block.apply(variables, jnp.asarray(x)))
     # in_place − residual = shift(x) − x, which vanishes on unshifted channels.
-    np.testing.assert_allclose(outs['in_place'] - outs['residual'],
-                               np_shift(x, fold_div=4) - x, atol=1e-5)
+    chex.assert_trees_all_close(outs['in_place'] - outs['residual'],
+                                np_shift(x, fold_div=4) - x, atol=1e-5)
     self.assertGreater(np.abs(outs['in_place'] - outs['residual']).max(), 0.5)
 
   def test_folded_frames(self):
@@ -298,8 +299,8 @@ class ShiftedResidualTest(chex.TestCase):
     variables = block.init(jax.random.key(0), folded)
     out = block.apply(variables, folded)
     expected = x + dense_np(variables['params']['conv1'], np_shift(x, 4))
-    np.testing.assert_allclose(np.asarray(out).reshape(x.shape), expected,
-                               rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(np.asarray(out).reshape(x.shape), expected,
+                                rtol=1e-5, atol=1e-5)
 
   def test_buffer_streams_the_causal_shift(self):
     x = positive_clip()
@@ -310,8 +311,8 @@ class ShiftedResidualTest(chex.TestCase):
     for t in range(T):
       y, buffer = block.apply(variables, jnp.asarray(x[:, t:t + 1]),
                               buffer=buffer)
-      np.testing.assert_allclose(np.asarray(y), offline[:, t:t + 1],
-                                 rtol=1e-6, atol=1e-6)
+      chex.assert_trees_all_close(np.asarray(y), offline[:, t:t + 1],
+                                  rtol=1e-6, atol=1e-6)
     with self.assertRaises(ValueError):  # the offline shift reads ahead
       AffineBlock(fold_div=4).apply(variables, jnp.asarray(x[:, :1]),
                                     buffer=buffer)

@@ -171,7 +171,7 @@ class BehaviourTest(chex.TestCase):
     forward = model.apply(variables, x)
     backward = model.apply(variables, x[:, ::-1])
     if name.startswith('tsn'):
-      np.testing.assert_allclose(backward, forward, rtol=1e-5, atol=1e-6)
+      chex.assert_trees_all_close(backward, forward, rtol=1e-5, atol=1e-6)
     else:
       self.assertGreater(np.abs(backward - forward).max(), 1e-4)
 

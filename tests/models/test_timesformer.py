@@ -122,11 +122,12 @@ class GroupingTest(parameterized.TestCase):
     got = sorted(sorted(tuple(map(int, c)) for c in g) for g in members)
     want = sorted(sorted(g) for g in groups_of(how))
     self.assertEqual(got, want)
-    np.testing.assert_array_equal(undo(groups), coords)
+    chex.assert_trees_all_equal(undo(groups), coords)
 
 
 class BlockTest(chex.TestCase):
 
+  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(*timesformer.SCHEMES)
   def test_block_matches_numpy(self, scheme):
     block = timesformer.Block(scheme, HEADS, GRID)
@@ -137,16 +138,17 @@ class BlockTest(chex.TestCase):
         np.float32)
     params = randomised(nn.unbox(jax.eval_shape(
         block.init, jax.random.key(0), cls, patches))['params'])
-    got_cls, got = jax.jit(block.apply)({'params': params}, cls, patches)
+    got_cls, got = self.variant(block.apply)({'params': params}, cls,
+                                             patches)
 
     as_dict = {c: patches[:, c[0], c[1] * GRID[1] + c[2]].astype(np.float64)
                for c in COORDS}
     want_cls, want = np_block(np_params(params), scheme,
                               cls.astype(np.float64), as_dict)
-    np.testing.assert_allclose(got_cls, want_cls, rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(got_cls, want_cls, rtol=1e-4, atol=1e-4)
     for c in COORDS:
-      np.testing.assert_allclose(got[:, c[0], c[1] * GRID[1] + c[2]], want[c],
-                                 rtol=1e-4, atol=1e-4)
+      chex.assert_trees_all_close(got[:, c[0], c[1] * GRID[1] + c[2]], want[c],
+                                  rtol=1e-4, atol=1e-4)
 
   def test_each_extra_step_has_its_own_zero_projection(self):
     names = {}
@@ -194,15 +196,16 @@ class ModelTest(chex.TestCase):
       self.assertEqual((model.num_frames, model.image_size), (frames, size))
       self.assertEqual(model.scheme, 'divided_space_time')
 
-  def test_forward_every_scheme(self):
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*timesformer.SCHEMES)
+  def test_forward(self, scheme):
     video = jnp.asarray(np.random.default_rng(0).normal(size=CLIP),
                         jnp.float32)
-    for scheme in timesformer.SCHEMES:
-      model = timesformer.TimeSformer(5, scheme=scheme, **TINY)
-      variables = jax.jit(model.init)(jax.random.key(0), video)
-      logits = jax.jit(model.apply)(variables, video)
-      chex.assert_shape(logits, (2, 5))
-      chex.assert_tree_all_finite(logits)
+    model = timesformer.TimeSformer(5, scheme=scheme, **TINY)
+    variables = jax.jit(model.init)(jax.random.key(0), video)
+    logits = self.variant(model.apply)(variables, video)
+    chex.assert_shape(logits, (2, 5))
+    chex.assert_tree_all_finite(logits)
 
   def test_divided_with_one_frame_is_space_only_at_initialisation(self):
     # A fresh divided model (temporal_fc and time_embed zero) on one frame
@@ -270,8 +273,8 @@ class ResizeTest(parameterized.TestCase):
     image = torch.from_numpy(pos[0, 1:]).T.reshape(1, 6, g, g)
     want = torch.nn.functional.interpolate(image, size=grid, mode='nearest')
     want = want.reshape(6, -1).T.numpy()
-    np.testing.assert_array_equal(got[0, 0], pos[0, 0])
-    np.testing.assert_array_equal(got[0, 1:], want)
+    chex.assert_trees_all_equal(got[0, 0], pos[0, 0])
+    chex.assert_trees_all_equal(got[0, 1:], want)
 
   @parameterized.parameters((8, 16), (8, 96), (16, 8), (8, 5), (8, 82))
   def test_time_embed_resize_is_torch_nearest(self, t0, frames):
@@ -283,4 +286,4 @@ class ResizeTest(parameterized.TestCase):
     want = torch.nn.functional.interpolate(
         torch.from_numpy(embed).transpose(1, 2), size=frames,
         mode='nearest').transpose(1, 2).numpy()
-    np.testing.assert_array_equal(got, want)
+    chex.assert_trees_all_equal(got, want)

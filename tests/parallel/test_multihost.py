@@ -11,11 +11,14 @@ The same tiny S3D-G run (mesh data 4 × time 2, two input shards):
   * one process SIGKILLed right after a checkpoint, then rerun:
     bit-identical to the uninterrupted one-process run.
 """
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -71,17 +74,30 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+# The two-process runs' own compilation cache. Not the suite's
+# (tests/conftest.py): when one process finds its programs there and the
+# other compiles, they reach the first collective far apart, and gloo gives
+# up connecting after 30 s ("Gloo context initialization failed", seen).
+# Here every entry is the two-process programs, written by process 0 of the
+# first run (jax writes from process 0 only); later runs find them all in
+# both processes, so neither waits for the other's compiler.
+TWO_PROCESS_CACHE = tempfile.mkdtemp(prefix='vidjax-tests-two-process-jit-')
+atexit.register(shutil.rmtree, TWO_PROCESS_CACHE, ignore_errors=True)
+
+
 def env(devices: int, processes: int) -> dict:
   e = dict(os.environ)
-  e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  # The suite's XLA flags (tests/conftest.py) with this device count: the
+  # in-process reference must compile to the same code, or rounding makes
+  # the runs differ (and they would not share the compilation cache).
+  e['XLA_FLAGS'] = ' '.join(
+      f'--xla_force_host_platform_device_count={devices}'
+      if flag.startswith('--xla_force_host_platform_device_count=') else flag
+      for flag in os.environ.get('XLA_FLAGS', '').split())
   e['JAX_PLATFORMS'] = 'cpu'
   e['PYTHONPATH'] = REPO
   if processes > 1:
-    # Not the suite's compilation cache (tests/conftest.py): when one
-    # process finds its programs there and the other compiles, they reach
-    # the first collective far apart, and gloo gives up connecting after
-    # 30 s ("Gloo context initialization failed", seen).
-    e.pop('JAX_COMPILATION_CACHE_DIR', None)
+    e['JAX_COMPILATION_CACHE_DIR'] = TWO_PROCESS_CACHE
   return e
 
 

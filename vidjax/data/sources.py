@@ -41,7 +41,6 @@ class Shard:
   path: str
   num_records: int  # Records the pipeline yields (skipped ones included).
   expected: int | None  # From metadata; None when nobody recorded it.
-  truncated: bool  # The file ends inside a record.
   found: int | None = None  # Frames in the file; None: not walked (remote).
 
   @property
@@ -70,14 +69,14 @@ def scan_tfrecord(path: str) -> tuple[int, bool]:
 
 def _shard(path: str, expected: int | None) -> Shard:
   if expected is not None and _is_remote(path):
-    return Shard(path, expected, expected, False)
+    return Shard(path, expected, expected)
   count, truncated = scan_tfrecord(path)
   if expected is not None and count > expected:
     # More records than the metadata says: the file is not the one described.
     raise VidjaxError(f'{path} holds {count} records but its dataset_info '
                       f'says {expected}; re-prepare the dataset')
   shard = Shard(path, count if expected is None else expected, expected,
-                truncated, found=count)
+                found=count)
   if truncated or (shard.lost or 0) > 0:
     lost = 'an unknown number of' if shard.lost is None else str(shard.lost)
     logging.warning('%s is truncated after %d records (%s records lost); '
@@ -203,10 +202,12 @@ def is_rendered(data_config) -> bool:
   Decided by the name alone, so every process of a run agrees on it whatever
   the disk holds at the moment each one looks.
   """
-  if data_config.name == TFRECORD:
-    return False
+  return data_config.name != TFRECORD and _is_rendered(_builder(data_config))
+
+
+def _is_rendered(builder) -> bool:
   from vidjax.data.builders import raw_video  # pylint: disable=g-import-not-at-top
-  return not isinstance(_builder(data_config), raw_video.RawVideoBuilder)
+  return not isinstance(builder, raw_video.RawVideoBuilder)
 
 
 def prepare(data_config) -> bool:
@@ -216,10 +217,10 @@ def prepare(data_config) -> bool:
   when they are missing). Call it once, from one process, before any
   `open_source`: the trainer does so from process 0 while the others wait.
   """
-  if not is_rendered(data_config):
+  if data_config.name == TFRECORD:
     return False
   builder = _builder(data_config)
-  if _is_prepared(builder):
+  if not _is_rendered(builder) or _is_prepared(builder):
     return False
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder.download_and_prepare(
