@@ -179,6 +179,37 @@ class MlpTest(chex.TestCase):
     self.assertEqual(count_params(variables), D * 16 + 16 + 16 * 4 + 4)
 
 
+class DenseOnRowsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_values_and_gradients_equal_numpy(self):
+    # Rows or not, the layer computes x·W + b and its gradients: against
+    # numpy's, with the weight gradient summed over every leading axis.
+    x = tokens((2, 3, 5, D))
+    layer = nn.Dense(6, name='fc')
+    variables = {'params': random_params(layer, x, scale=1.0)}
+    cotangent = tokens((2, 3, 5, 6), seed=1)
+
+    def loss(params, x):
+      y = attention.dense_on_rows(layer.bind({'params': params}), x)
+      return jnp.sum(y * cotangent), y
+
+    (_, y), (d_params, dx) = self.variant(
+        jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            variables['params'], x)
+    kernel = np.asarray(variables['params']['kernel'], np.float64)
+    bias = np.asarray(variables['params']['bias'], np.float64)
+    chex.assert_shape(y, (2, 3, 5, 6))
+    chex.assert_trees_all_close(y, x @ kernel + bias, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(
+        d_params['kernel'], np.einsum('abld,ablf->df', x, cotangent),
+        rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(d_params['bias'], cotangent.sum((0, 1, 2)),
+                                rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(dx, cotangent @ kernel.T, rtol=1e-5,
+                                atol=1e-5)
+
+
 class DropPathTest(parameterized.TestCase):
 
   def test_drops_whole_rows(self):

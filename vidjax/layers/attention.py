@@ -15,6 +15,7 @@ attention schemes are in vidjax/models/timesformer.py.
 """
 
 import functools
+import math
 from typing import Any
 
 import einops
@@ -58,6 +59,25 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
+def dense_on_rows(layer: nn.Module, x: jax.Array) -> jax.Array:
+  """`layer` (a Dense) on x [..., D], as one [rows, D] matmul on one device.
+
+  The same values; the gradient is what changes. On [A, B, L, D] autodiff's
+  weight gradient contracts A, B and L, which XLA:CPU lowers through a
+  transposed copy of the activation; on [A·B·L, D] it is one matmul with a
+  transposed operand, which the dot library reads in place. TimeSformer-B's
+  training step on one CPU: copy fusions 1.23 -> 0.50 s of op time, the step
+  6.13 -> 5.49 s (benchmarks/README.md). Sharded, the leading axes stay:
+  with them merged, the partitioner all-gathers the time-sharded sequences
+  in the backward pass (tests/parallel/test_timesformer_sharded.py sees it).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if not mesh.empty and math.prod(mesh.shape.values()) > 1:
+    return layer(x)
+  y = layer(x.reshape(-1, x.shape[-1]))
+  return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 class Mlp(nn.Module):
   """The transformer MLP: fc1 → exact (erf) GELU → dropout → fc2 → dropout.
 
@@ -85,10 +105,10 @@ class Mlp(nn.Module):
     dense = functools.partial(nn.Dense, dtype=self.dtype,
                               param_dtype=self.param_dtype,
                               kernel_init=self.kernel_init)
-    x = dense(self.hidden_dim, name='fc1')(x)
+    x = dense_on_rows(dense(self.hidden_dim, name='fc1'), x)
     x = nn.gelu(x, approximate=False)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-    x = dense(out_dim, name='fc2')(x)
+    x = dense_on_rows(dense(out_dim, name='fc2'), x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
 
@@ -146,7 +166,8 @@ class MultiHeadSelfAttention(nn.Module):
                        self.kernel_init, ('embed', 'heads')),
                    bias_init=nn.with_logical_partitioning(
                        nn.initializers.zeros, ('heads',)),
-                   name='qkv')(x.reshape(-1, length, dim))
+                   name='qkv')
+    qkv = dense_on_rows(qkv, x.reshape(-1, length, dim))
     q, k, v = einops.rearrange(
         qkv, 'b l (three h d) -> three b l h d', three=3, h=self.num_heads)
     dropout = train and self.attention_dropout_rate > 0
@@ -168,11 +189,12 @@ class MultiHeadSelfAttention(nn.Module):
           q, k, v, mask=None if mask is None else mask[None, None],
           scale=scale).astype(v.dtype)
     out = einops.rearrange(out, 'b l h d -> b l (h d)')
-    out = nn.Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=nn.with_logical_partitioning(
-                       self.kernel_init, ('heads', 'embed')),
-                   bias_init=nn.with_logical_partitioning(
-                       nn.initializers.zeros, ('embed',)),
-                   name='proj')(out)
+    proj = nn.Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                    kernel_init=nn.with_logical_partitioning(
+                        self.kernel_init, ('heads', 'embed')),
+                    bias_init=nn.with_logical_partitioning(
+                        nn.initializers.zeros, ('embed',)),
+                    name='proj')
+    out = dense_on_rows(proj, out)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=not train)
     return out.reshape(*lead, length, dim)

@@ -272,7 +272,8 @@ class Block(nn.Module):
         out = self._attend_local(attend, norm, groups, train,
                                  _time_swap_spec(groups.shape))
         out = undo(drop_path(out, rows=2))
-        patches = patches + self._out_proj(prefix, dim)(out)
+        fc = self._out_proj(prefix, dim)
+        patches = patches + attention_lib.dense_on_rows(fc, out)
         patches = rules_lib.constrain(patches, PATCHES)
         continue
       lead = groups.shape[:-2]
@@ -292,7 +293,8 @@ class Block(nn.Module):
       out_patches = undo(out[..., 1:, :])
       if not last:
         fc = self._out_proj(prefix, dim)
-        out_cls, out_patches = fc(out_cls), fc(out_patches)
+        out_cls = fc(out_cls)
+        out_patches = attention_lib.dense_on_rows(fc, out_patches)
       cls, patches = cls + out_cls, patches + out_patches
       patches = rules_lib.constrain(patches, PATCHES)
 
