@@ -10,7 +10,7 @@ import tempfile
 
 # Backend optimisation off: the suite compiles hundreds of tiny programs and
 # runs each a few times, so LLVM's passes cost far more than they save
-# (measured on the inception and sharded-step files: 1,025 -> 640 worker-s).
+# (the whole suite: 34 -> 18.5 min on 2 cores, 2026-12-03).
 # The HLO passes, the partitioner and the collectives the tests read are
 # unchanged; only the CPU code generated from them is less optimised.
 os.environ['XLA_FLAGS'] = ' '.join(filter(None, [

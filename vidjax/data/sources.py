@@ -234,9 +234,8 @@ def open_source(data_config):
     return TFRecordSource(data_config)
   builder = _builder(data_config)
   if not _is_prepared(builder):
-    from vidjax.data.builders import raw_video  # pylint: disable=g-import-not-at-top
     root = os.fspath(builder.data_dir_root)
-    if isinstance(builder, raw_video.RawVideoBuilder):
+    if not _is_rendered(builder):
       how = (f'convert the raw videos first: python -m vidjax.data.prepare '
              f'{builder.name} --manual_dir=DIR --data_dir={root}')
     else:
