@@ -22,6 +22,12 @@ torch / vidjax (> 1: vidjax is faster) and the machine's matmul rate.
 
 Settings: XLA_FLAGS for the vidjax side only ('default': XLA's own;
 'ynn': YNNPACK for dots and reductions, see s3d_vs_torchvision.py).
+Asked for by name only: 'dp2' and 'ynn-dp2' also give XLA:CPU two host
+devices and split the batch over them, data parallel
+(steps.host_data_parallel), because YNNPACK runs the 64-channel convs on
+one thread and two concurrent halves of the batch fill both cores. PyTorch
+keeps its one process with intra-op threads, as a user runs it. The
+stream kind has one stream, so it stays on one device.
 """
 from __future__ import annotations
 
@@ -43,7 +49,14 @@ NUM_CLASSES = 400
 XLA_SETTINGS = {
     'default': '',
     'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
+    # Two host devices, the batch split over them: see steps.host_data_parallel.
+    'dp2': '--xla_force_host_platform_device_count=2',
+    'ynn-dp2': ('--xla_cpu_experimental_ynn_fusion_type=dot,reduce '
+                '--xla_force_host_platform_device_count=2'),
 }
+# Settings that stay off unless asked for: they change how vidjax runs the
+# batch, not only which kernels it uses.
+OPT_IN = ('dp2', 'ynn-dp2')
 KINDS = ('infer', 'train', 'stream')
 
 
@@ -54,7 +67,8 @@ def _parse(argv=None):
   p.add_argument('--size', type=int, default=224)
   p.add_argument('--depth', type=int, default=50, choices=(18, 34, 50, 101))
   harness.add_step_flags(p)
-  p.add_argument('--settings', default=','.join(XLA_SETTINGS),
+  p.add_argument('--settings',
+                 default=','.join(s for s in XLA_SETTINGS if s not in OPT_IN),
                  help='comma-separated XLA flag settings, of: '
                  + ', '.join(XLA_SETTINGS))
   p.add_argument('--kinds', default=','.join(KINDS),
@@ -85,10 +99,13 @@ def vidjax_side(args):
   labels = jnp.arange(args.batch) % NUM_CLASSES
   variables = jax.block_until_ready(jax.jit(model.init)(jax.random.key(1),
                                                         video))
+  # One stream is one frame: nothing to split, so it runs on one device.
+  parallel = (None if args.kind == 'stream'
+              else bench_steps.host_data_parallel(args.batch))
   if args.kind == 'infer':
-    step = bench_steps.vidjax_infer(model, variables, video)
+    step = bench_steps.vidjax_infer(model, variables, video, parallel)
   elif args.kind == 'train':
-    step = bench_steps.vidjax_train(model, variables, video, labels)
+    step = bench_steps.vidjax_train(model, variables, video, labels, parallel)
   else:
     frame = video[:1, 0]
     state = [resnet.init_stream_state(model, variables, frame.shape)]
@@ -101,7 +118,9 @@ def vidjax_side(args):
   harness.run_side(step, warmup=args.warmup, iters=_iters(args),
                    setup_s=time.perf_counter() - _START,
                    threads=len(os.sched_getaffinity(0)),
-                   info={'jax': jax.__version__})
+                   info={'jax': jax.__version__,
+                         'devices': 1 if parallel is None else
+                                    jax.device_count()})
 
 
 def torch_side(args):

@@ -51,3 +51,13 @@ def test_a_bad_flag_is_one_error_line():
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       'vidjax: error: unknown --kinds fly; known: infer, train, stream']
+
+
+def test_two_device_settings_are_asked_for_by_name():
+  args = tsm_vs_torch._parse([])
+  assert set(args.settings.split(',')) == {'default', 'ynn'}
+  vidjax, torch = tsm_vs_torch.sides(args, 'ynn-dp2', 'infer')
+  flags = vidjax.env['XLA_FLAGS'].split()
+  assert '--xla_force_host_platform_device_count=2' in flags
+  assert '--xla_cpu_experimental_ynn_fusion_type=dot,reduce' in flags
+  assert torch.env['XLA_FLAGS'] is None
