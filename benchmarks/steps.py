@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any, Callable, NamedTuple
 
 LEARNING_RATE = 0.01
 
@@ -24,6 +25,11 @@ def cpu_only():
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
+class HostDataParallel(NamedTuple):
+  mesh: Any                 # jax.sharding.Mesh of ('data', 'time') = (N, 1).
+  context: Callable[[], Any]  # Mesh and logical rules, for tracing.
+
+
 def host_data_parallel(batch_size: int, num_devices: int | None = None):
   """A context for vidjax's steps on several host CPU devices, or None on one.
 
@@ -33,8 +39,8 @@ def host_data_parallel(batch_size: int, num_devices: int | None = None):
   replicated, BN statistics over the global batch through the
   partitioner), which keeps both cores busy where one conv alone would
   not (benchmarks/README.md, "Why TSM inference stops short of 1.5x").
-  Returns (mesh, context factory); the step traces inside the context, so
-  the models' logical constraints see the mesh as in vidjax's trainer.
+  Returns a HostDataParallel; the step traces inside its context, so the
+  models' logical constraints see the mesh as in vidjax's trainer.
   `num_devices`: the first that many devices (default: all).
   """
   import jax  # pylint: disable=g-import-not-at-top
@@ -53,25 +59,24 @@ def host_data_parallel(batch_size: int, num_devices: int | None = None):
   def context():
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules.DEFAULT_RULES):
       yield
-  return mesh, context
+  return HostDataParallel(mesh, context)
 
 
 def _place(parallel, variables, *batch):
   """Variables replicated and the batch split over `parallel`'s mesh."""
   import jax  # pylint: disable=g-import-not-at-top
   from vidjax.parallel import mesh as vmesh  # pylint: disable=g-import-not-at-top
-  mesh, _ = parallel
-  return (jax.device_put(variables, vmesh.replicated(mesh)),
-          *(jax.device_put(x, vmesh.batch_sharding(mesh)) for x in batch))
+  return (jax.device_put(variables, vmesh.replicated(parallel.mesh)),
+          *(jax.device_put(x, vmesh.batch_sharding(parallel.mesh))
+            for x in batch))
 
 
 def _within(parallel, fn):
   if parallel is None:
     return fn
-  _, context = parallel
 
   def run():
-    with context():
+    with parallel.context():
       return fn()
   return run
 

@@ -46,13 +46,14 @@ from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-t
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 400
+_YNN = '--xla_cpu_experimental_ynn_fusion_type=dot,reduce'
+# Two host devices, the batch split over them: see steps.host_data_parallel.
+_TWO_DEVICES = '--xla_force_host_platform_device_count=2'
 XLA_SETTINGS = {
     'default': '',
-    'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
-    # Two host devices, the batch split over them: see steps.host_data_parallel.
-    'dp2': '--xla_force_host_platform_device_count=2',
-    'ynn-dp2': ('--xla_cpu_experimental_ynn_fusion_type=dot,reduce '
-                '--xla_force_host_platform_device_count=2'),
+    'ynn': _YNN,
+    'dp2': _TWO_DEVICES,
+    'ynn-dp2': f'{_YNN} {_TWO_DEVICES}',
 }
 # Settings that stay off unless asked for: they change how vidjax runs the
 # batch, not only which kernels it uses.
@@ -120,7 +121,7 @@ def vidjax_side(args):
                    threads=len(os.sched_getaffinity(0)),
                    info={'jax': jax.__version__,
                          'devices': 1 if parallel is None else
-                                    jax.device_count()})
+                                    parallel.mesh.size})
 
 
 def torch_side(args):
