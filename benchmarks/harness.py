@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -259,10 +260,12 @@ _MATMUL_PROBE = r'''
 import json, sys, time
 import jax
 import jax.numpy as jnp
-n, repeats = int(sys.argv[1]), int(sys.argv[2])
-a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-dot = jax.jit(jnp.dot)
+n, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+# bf16 operands accumulate in float32, the product a mixed-precision
+# Dense asks for (vidjax/layers/matmul.py).
+dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
 dot(a, b).block_until_ready()
 times = []
 for _ in range(repeats):
@@ -274,15 +277,18 @@ print(json.dumps({'step_s': times}))
 
 
 def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = MATMUL_REPEATS,
-                  env: Mapping[str, str | None] | None = None) -> float:
-  """This machine's float32 matmul rate, GFLOP/s: a `size`² jnp.dot under
-  jax.jit in a process of its own, median of `repeats` after one compile."""
+                  env: Mapping[str, str | None] | None = None,
+                  dtype: str = 'float32') -> float:
+  """This machine's matmul rate, GFLOP/s: a `size`² jnp.dot of `dtype`
+  operands (accumulating in float32) under jax.jit in a process of its
+  own, median of `repeats` after one compile."""
   # CPU unless the caller says otherwise: the benchmarks here are CPU ones,
   # and jax[tpu] installed without a TPU would load libtpu (vidjax/platform.py).
   overrides = {'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu'),
                **(env or {})}
   probe = Side('matmul-rate probe',
-               [sys.executable, '-c', _MATMUL_PROBE, str(size), str(repeats)],
+               [sys.executable, '-c', _MATMUL_PROBE, str(size), str(repeats),
+                dtype],
                overrides)
   record = run_once(probe)
   return 2 * size ** 3 / median(record['step_s']) / 1e9
@@ -305,6 +311,7 @@ def machine() -> dict[str, Any]:
 
 def measure(sides: Sequence[Side], *, rounds: int = 3,
             matmul: Callable[[], float] | None = matmul_gflops,
+            matmul_dtype: str = 'float32',
             json_path: str | None = None, label: str | None = None,
             out: TextIO | None = None) -> dict[str, Any]:
   """Runs `rounds` rounds of every side, A, B, A, B, ...; prints progress and
@@ -312,7 +319,8 @@ def measure(sides: Sequence[Side], *, rounds: int = 3,
   JSON to `json_path`).
 
   `matmul` measures the machine's matmul rate once, before the rounds
-  (None: skip); tests pass a stub.
+  (None: skip); tests pass a stub. `matmul_dtype` names its operands'
+  dtype in the report.
 
   Raises:
     SideError: a side (or the matmul probe) failed or printed no result.
@@ -346,7 +354,8 @@ def measure(sides: Sequence[Side], *, rounds: int = 3,
       'label': label,
       'rounds': rounds,
       'order': order,
-      'machine': {**machine(), 'matmul_gflops': gflops},
+      'machine': {**machine(), 'matmul_gflops': gflops,
+                  'matmul_dtype': matmul_dtype},
       'sides': {s.name: {'argv': list(s.argv), 'env': dict(s.env),
                          **summaries[s.name], 'runs': records[s.name]}
                 for s in sides},
@@ -390,7 +399,8 @@ def report(result: Mapping[str, Any], out: TextIO | None = None):
     print(f'  {key} = {r["value"]:.2f} (per round {min(per_round):.2f}-'
           f'{max(per_round):.2f}; {r["meaning"]})', file=out)
   m = result['machine']
-  rate = (f'{m["matmul_gflops"]:.1f} GFLOP/s float32 matmul '
+  rate = (f'{m["matmul_gflops"]:.1f} GFLOP/s '
+          f'{m.get("matmul_dtype", "float32")} matmul '
           f'({MATMUL_SIZE}² jnp.dot, jit, own process, median of '
           f'{MATMUL_REPEATS})' if m['matmul_gflops'] is not None
           else 'matmul rate not measured')
@@ -424,16 +434,19 @@ def choose(text: str, known: Sequence[str], what: str) -> list[str]:
 
 def measure_grid(sides: Callable[[str, str], Sequence[Side]],
                  settings: Sequence[str], kinds: Sequence[str], *,
-                 rounds: int) -> list[dict[str, Any]]:
+                 rounds: int, matmul_dtype: str = 'float32'
+                 ) -> list[dict[str, Any]]:
   """`measure` for every (setting, kind): `sides(setting, kind)` builds them.
 
   Returns one result per pair, in order, with 'setting' and 'kind' added.
+  The matmul rate is of `matmul_dtype` operands.
   """
+  matmul = functools.partial(matmul_gflops, dtype=matmul_dtype)
   results = []
   for setting in settings:
     for kind in kinds:
-      result = measure(sides(setting, kind), rounds=rounds,
-                       label=f'{setting} {kind}')
+      result = measure(sides(setting, kind), rounds=rounds, matmul=matmul,
+                       matmul_dtype=matmul_dtype, label=f'{setting} {kind}')
       results.append({'setting': setting, 'kind': kind, **result})
   return results
 

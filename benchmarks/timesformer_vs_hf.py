@@ -3,18 +3,26 @@
   bash run.sh python benchmarks/timesformer_vs_hf.py              # defaults
   bash run.sh python benchmarks/timesformer_vs_hf.py --kinds=train \
       --rounds=5 --json=/tmp/timesformer.json
+  bash run.sh python benchmarks/timesformer_vs_hf.py --precision=bfloat16
 
 Same network on both sides: TimeSformer-Base with divided space-time
-attention, 8×224² clips, 400 classes, float32, the same batch; vidjax's
+attention, 8×224² clips, 400 classes, the same batch; vidjax's
 `timesformer` against `transformers.TimesformerForVideoClassification` with
 its default config (the same model), randomly initialised. 'infer' is an
 eval forward, 'train' forward + backward + SGD (benchmarks/steps.py).
+
+`--precision`: float32 on both sides, or bfloat16 compute with float32
+parameters, each framework's own way: vidjax's `dtype=bfloat16`, and
+Hugging Face under `torch.autocast('cpu', dtype=torch.bfloat16)` (the
+forward; the backward follows its dtypes), as HF's Trainer does with
+`bf16=True`.
 
 Measured with benchmarks/harness.py (each side alone in a fresh process,
 rounds alternating). Printed besides the harness's report: the achieved
 FLOP/s of each side, 2 × the forward MACs (196.05 G per clip, fvcore's
 count) per clip for inference and 3 × that for training, against the
-float32 matmul rate the harness measured in the same run.
+matmul rate the harness measured in the same run (of bf16 operands
+accumulating in float32 under --precision=bfloat16).
 """
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ XLA_SETTINGS = {
     'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
 }
 KINDS = ('infer', 'train')
+PRECISIONS = ('float32', 'bfloat16')
 # One forward pass per 8×224² clip, fvcore's count (REFERENCES.md).
 FORWARD_GMACS = 196.05
 # Training: forward plus a backward of twice its cost.
@@ -53,6 +62,8 @@ def _parse(argv=None):
                  + ', '.join(XLA_SETTINGS))
   p.add_argument('--kinds', default=','.join(KINDS),
                  help='comma-separated, of: ' + ', '.join(KINDS))
+  p.add_argument('--precision', default='float32', choices=PRECISIONS,
+                 help='compute dtype of both sides (parameters float32)')
   p.add_argument('--side', choices=('vidjax', 'hf'), help=argparse.SUPPRESS)
   p.add_argument('--kind', choices=KINDS, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -68,7 +79,8 @@ def vidjax_side(args):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
 
-  model = create_model('timesformer', num_classes=NUM_CLASSES)
+  dtype = {'bfloat16': jnp.bfloat16}.get(args.precision)
+  model = create_model('timesformer', num_classes=NUM_CLASSES, dtype=dtype)
   video = jax.random.normal(jax.random.key(0), (args.batch, 8, 224, 224, 3))
   labels = jnp.arange(args.batch) % NUM_CLASSES
   variables = jax.block_until_ready(jax.jit(model.init)(jax.random.key(1),
@@ -79,17 +91,21 @@ def vidjax_side(args):
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START,
                    threads=len(os.sched_getaffinity(0)),
-                   info={'jax': jax.__version__})
+                   info={'jax': jax.__version__, 'precision': args.precision})
 
 
 class _Logits:
-  """HF's model output → logits, so the shared torch steps apply."""
+  """HF's model output → float32 logits, so the shared torch steps apply;
+  the forward under bf16 autocast if `autocast`."""
 
-  def __init__(self, model):
+  def __init__(self, model, autocast: bool = False):
     self.model = model
+    self.autocast = autocast
 
   def __call__(self, video):
-    return self.model(pixel_values=video).logits
+    import torch  # pylint: disable=g-import-not-at-top
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=self.autocast):
+      return self.model(pixel_values=video).logits.float()
 
   def __getattr__(self, name):
     return getattr(self.model, name)
@@ -104,7 +120,7 @@ def hf_side(args):
   model = transformers.TimesformerForVideoClassification(config)
   video = torch.randn(args.batch, 8, 3, 224, 224)
   labels = torch.arange(args.batch) % NUM_CLASSES
-  wrapped = _Logits(model)
+  wrapped = _Logits(model, autocast=args.precision == 'bfloat16')
   step = (bench_steps.torch_infer(wrapped, video) if args.kind == 'infer'
           else bench_steps.torch_train(wrapped, video, labels))
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
@@ -112,6 +128,7 @@ def hf_side(args):
                    threads=torch.get_num_threads(),
                    info={'torch': torch.__version__,
                          'transformers': transformers.__version__,
+                         'precision': args.precision,
                          'attention': str(getattr(
                              config, '_attn_implementation', None))})
 
@@ -119,7 +136,7 @@ def hf_side(args):
 def sides(args, setting: str, kind: str) -> list[harness.Side]:
   common = [sys.executable, os.path.abspath(__file__), f'--kind={kind}',
             f'--batch={args.batch}', f'--iters={args.iters}',
-            f'--warmup={args.warmup}']
+            f'--warmup={args.warmup}', f'--precision={args.precision}']
   return [
       harness.Side('vidjax', common + ['--side=vidjax'],
                    {'XLA_FLAGS': XLA_SETTINGS[setting]}),
@@ -140,12 +157,13 @@ def main():
     return hf_side(args)
   settings = harness.choose(args.settings, XLA_SETTINGS, 'settings')
   kinds = harness.choose(args.kinds, KINDS, 'kinds')
-  print(f'TimeSformer-Base (divided), {args.batch} clip(s) of 8×224²; per '
+  print(f'TimeSformer-Base (divided), {args.precision}, {args.batch} '
+        f'clip(s) of 8×224²; per '
         f'side and round a fresh process: {args.warmup} warm-up then '
         f'{args.iters} timed step(s)', flush=True)
   results = harness.measure_grid(
       lambda setting, kind: sides(args, setting, kind), settings, kinds,
-      rounds=args.rounds)
+      rounds=args.rounds, matmul_dtype=args.precision)
   print(f'\n{"setting":8s} {"kind":6s} {"vidjax ms":>10s} {"hf ms":>10s} '
         f'{"hf/vidjax":>10s} {"per round":>10s} {"vidjax GFLOP/s":>15s} '
         f'{"hf GFLOP/s":>11s} {"matmul":>7s} {"vidjax/matmul":>14s}')

@@ -228,6 +228,7 @@ def test_json_output(tmp_path):
 
 def test_matmul_rate_tiny():
   assert harness.matmul_gflops(size=64, repeats=2) > 0
+  assert harness.matmul_gflops(size=64, repeats=2, dtype='bfloat16') > 0
 
 
 # The S3D script's sides (built without running them).
@@ -250,8 +251,9 @@ def test_s3d_sides_share_the_setting_env():
 def test_measure_grid_runs_every_setting_and_kind_in_order(monkeypatch):
   calls = []
 
-  def fake_measure(sides, *, rounds, label):
-    calls.append((tuple(sides), rounds, label))
+  def fake_measure(sides, *, rounds, label, matmul, matmul_dtype):
+    calls.append((tuple(sides), rounds, label, matmul_dtype))
+    assert matmul.keywords == {'dtype': matmul_dtype}
     return {'sides': {}, 'ratios': {}}
 
   monkeypatch.setattr(harness, 'measure', fake_measure)
@@ -259,7 +261,10 @@ def test_measure_grid_runs_every_setting_and_kind_in_order(monkeypatch):
                                  ['infer', 'train'], rounds=2)
   assert [(r['setting'], r['kind']) for r in results] == [
       ('a', 'infer'), ('a', 'train'), ('b', 'infer'), ('b', 'train')]
-  assert calls[1] == (('a/train',), 2, 'a train')
+  assert calls[1] == (('a/train',), 2, 'a train', 'float32')
+  harness.measure_grid(lambda s, k: [f'{s}/{k}'], ['a'], ['train'], rounds=1,
+                       matmul_dtype='bfloat16')
+  assert calls[-1][-1] == 'bfloat16'
 
 
 def test_write_comparisons_drops_the_side_flags(tmp_path):

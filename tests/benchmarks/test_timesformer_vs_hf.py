@@ -12,6 +12,10 @@ def test_sides_and_environment():
   assert '--batch=2' in hf.argv and '--kind=train' in vidjax.argv
   assert vidjax.env['XLA_FLAGS'] == bench.XLA_SETTINGS['ynn']
   assert hf.env['XLA_FLAGS'] is None
+  assert '--precision=float32' in vidjax.argv
+  args = bench._parse(['--precision=bfloat16'])
+  assert all('--precision=bfloat16' in side.argv
+             for side in bench.sides(args, 'default', 'infer'))
 
 
 def test_achieved_flops():

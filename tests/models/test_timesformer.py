@@ -207,6 +207,39 @@ class ModelTest(chex.TestCase):
     chex.assert_shape(logits, (2, 5))
     chex.assert_tree_all_finite(logits)
 
+  def test_bfloat16_compute_follows_float32(self):
+    # bf16 compute (float32 parameters) against the float32 model with the
+    # same weights: logits and parameter gradients within bf16's precision
+    # (8-bit mantissa, two blocks). Random weights, not the initial ones:
+    # temporal_fc starts at zero, and its products must be exercised too.
+    rng = np.random.default_rng(3)
+    video = jnp.asarray(rng.normal(size=CLIP), jnp.float32)
+    model = timesformer.TimeSformer(5, **TINY)
+    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), video))['params']
+    params = jax.tree.map(
+        lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.2, p.dtype), params)
+    labels = jnp.array([1, 3])
+
+    def loss_and_grads(m):
+      def loss(p):
+        logits = m.apply({'params': p}, video)
+        picked = jax.nn.log_softmax(logits)[jnp.arange(2), labels]
+        return -jnp.mean(picked), logits
+      return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    (_, logits32), grads32 = loss_and_grads(model)
+    (_, logits16), grads16 = loss_and_grads(model.clone(dtype=jnp.bfloat16))
+    chex.assert_type([logits16, logits32], jnp.float32)
+    scale = np.abs(np.asarray(logits32)).max()
+    np.testing.assert_allclose(logits16, logits32, atol=0.02 * scale)
+    # Per tensor (here at most 1.5%; a weight gradient paired with the
+    # wrong rows is off by 20% or more).
+    errors = jax.tree.map(
+        lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b)),
+        grads16, grads32)
+    for path, error in jax.tree_util.tree_leaves_with_path(errors):
+      self.assertLess(error, 0.05, jax.tree_util.keystr(path))
+
   def test_divided_with_one_frame_is_space_only_at_initialisation(self):
     # A fresh divided model (temporal_fc and time_embed zero) on one frame
     # computes what the space-only model does with the same weights.

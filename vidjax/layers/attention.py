@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vidjax.layers import matmul
+
 
 Dtype = Any
 Initializer = Any
@@ -31,6 +33,11 @@ Initializer = Any
 # untruncated; Flax's cuts at ±2 σ. Only training from scratch notices.)
 default_kernel_init = nn.initializers.truncated_normal(stddev=0.02)
 LAYER_NORM_EPSILON = 1e-6
+
+# Every Dense of the transformer: in bfloat16 on a CPU, products accumulate
+# in float32 on the AMX/YNNPACK path (vidjax/layers/matmul.py); otherwise
+# it is nn.Dense.
+Dense = functools.partial(nn.Dense, dot_general=matmul.mixed_dot_general)
 
 
 class DropPath(nn.Module):
@@ -100,7 +107,7 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     out_dim = self.out_dim or x.shape[-1]
-    dense = functools.partial(nn.Dense, dtype=self.dtype,
+    dense = functools.partial(Dense, dtype=self.dtype,
                               param_dtype=self.param_dtype,
                               kernel_init=self.kernel_init)
     x = dense_on_rows(dense(self.hidden_dim, name='fc1'), x)
@@ -158,7 +165,7 @@ class MultiHeadSelfAttention(nn.Module):
     scale = self.qk_scale or head_dim ** -0.5
     lead, length = x.shape[:-2], x.shape[-2]
 
-    qkv = nn.Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
+    qkv = Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
                    param_dtype=self.param_dtype,
                    kernel_init=nn.with_logical_partitioning(
                        self.kernel_init, ('embed', 'heads')),
@@ -187,7 +194,7 @@ class MultiHeadSelfAttention(nn.Module):
           q, k, v, mask=None if mask is None else mask[None, None],
           scale=scale).astype(v.dtype)
     out = einops.rearrange(out, 'b l h d -> b l (h d)')
-    proj = nn.Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype,
+    proj = Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype,
                     kernel_init=nn.with_logical_partitioning(
                         self.kernel_init, ('heads', 'embed')),
                     bias_init=nn.with_logical_partitioning(

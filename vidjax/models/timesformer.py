@@ -338,7 +338,7 @@ class Block(nn.Module):
     return self._masked(x, self._keep_mask(x.shape[:rows], train))
 
   def _out_proj(self, prefix, dim):
-    return nn.Dense(
+    return attention_lib.Dense(
         dim, dtype=self.dtype, param_dtype=self.param_dtype,
         # Not ('embed', 'embed'): a name may map to a mesh axis only once.
         kernel_init=nn.with_logical_partitioning(nn.initializers.zeros,
@@ -422,12 +422,13 @@ class TimeSformer(nn.Module):
                          a=p, b=p)
     # Kernel [p·p·3, D] in (kh, kw, c) order: the conv's [D, 3, kh, kw]
     # transposed and flattened.
-    x = nn.Dense(d, dtype=self.dtype, param_dtype=self.param_dtype,
-                 kernel_init=nn.with_logical_partitioning(
-                     nn.initializers.lecun_normal(), (None, 'embed')),
-                 bias_init=nn.with_logical_partitioning(
-                     nn.initializers.zeros, ('embed',)),
-                 name='patch_embed')(x)
+    x = attention_lib.Dense(
+        d, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (None, 'embed')),
+        bias_init=nn.with_logical_partitioning(
+            nn.initializers.zeros, ('embed',)),
+        name='patch_embed')(x)
     x = rules_lib.constrain(x, PATCHES)
 
     init = attention_lib.default_kernel_init
@@ -468,7 +469,7 @@ class TimeSformer(nn.Module):
       # before the final norm: only the class token's mean matters here.
       cls = cls.mean(axis=1)
     features = _layer_norm('norm', self.dtype, self.param_dtype)(cls[:, 0])
-    logits = nn.Dense(
+    logits = attention_lib.Dense(
         self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=nn.with_logical_partitioning(init, ('embed', 'classes')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
