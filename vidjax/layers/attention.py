@@ -166,12 +166,12 @@ class MultiHeadSelfAttention(nn.Module):
     lead, length = x.shape[:-2], x.shape[-2]
 
     qkv = Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
-                   param_dtype=self.param_dtype,
-                   kernel_init=nn.with_logical_partitioning(
-                       self.kernel_init, ('embed', 'heads')),
-                   bias_init=nn.with_logical_partitioning(
-                       nn.initializers.zeros, ('heads',)),
-                   name='qkv')
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(
+                    self.kernel_init, ('embed', 'heads')),
+                bias_init=nn.with_logical_partitioning(
+                    nn.initializers.zeros, ('heads',)),
+                name='qkv')
     qkv = dense_on_rows(qkv, x.reshape(-1, length, dim))
     q, k, v = einops.rearrange(
         qkv, 'b l (three h d) -> three b l h d', three=3, h=self.num_heads)
@@ -195,11 +195,11 @@ class MultiHeadSelfAttention(nn.Module):
           scale=scale).astype(v.dtype)
     out = einops.rearrange(out, 'b l h d -> b l (h d)')
     proj = Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                    kernel_init=nn.with_logical_partitioning(
-                        self.kernel_init, ('heads', 'embed')),
-                    bias_init=nn.with_logical_partitioning(
-                        nn.initializers.zeros, ('embed',)),
-                    name='proj')
+                 kernel_init=nn.with_logical_partitioning(
+                     self.kernel_init, ('heads', 'embed')),
+                 bias_init=nn.with_logical_partitioning(
+                     nn.initializers.zeros, ('embed',)),
+                 name='proj')
     out = dense_on_rows(proj, out)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=not train)
     return out.reshape(*lead, length, dim)
