@@ -47,18 +47,12 @@ def host_data_parallel(batch_size: int, num_devices: int | None = None):
   num_devices = num_devices or jax.device_count()
   if num_devices == 1:
     return None
-  import contextlib  # pylint: disable=g-import-not-at-top
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from vidjax.parallel import mesh as vmesh  # pylint: disable=g-import-not-at-top
   from vidjax.parallel import rules  # pylint: disable=g-import-not-at-top
   mesh = vmesh.make_mesh({'data': num_devices, 'time': 1},
                          jax.devices()[:num_devices])
   vmesh.check_batch(batch_size, mesh, 'batch')
-
-  @contextlib.contextmanager
-  def context():
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules.DEFAULT_RULES):
-      yield
+  context = functools.partial(rules.mesh_and_rules, mesh, rules.DEFAULT_RULES)
   return HostDataParallel(mesh, context)
 
 

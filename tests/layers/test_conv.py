@@ -131,6 +131,41 @@ class Conv3DLoweringTest(parameterized.TestCase):
         rtol=1e-4, atol=1e-4)
 
 
+  @parameterized.named_parameters(
+      ('two_pixels', (2, 2), (1, 1), 'SYMMETRIC', True),
+      ('one_pixel', (1, 1), (1, 1), 'SYMMETRIC', True),
+      ('strided_to_two', (3, 3), (2, 2), 'SYMMETRIC', True),
+      ('tall_and_narrow', (5, 2), (1, 2), 'SAME', True),
+      ('wide_enough', (4, 5), (1, 1), 'SYMMETRIC', False))
+  def test_a_conv_narrower_than_its_kernel_is_one_matmul(
+      self, hw, strides, padding, narrow):
+    # Below the kernel's size a 1×3×3 conv runs as a matmul over its
+    # windows (conv.py: Eigen's conv is ~100× slower there). Values and
+    # both gradients equal numpy's conv and XLA's own.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, *hw, 5)).astype(np.float32)
+    kernel = rng.normal(size=(1, 3, 3, 5, 4)).astype(np.float32)
+    strides = (1, *strides)
+    pads = tuple(conv_lib.explicit_padding(padding, x.shape[1:4],
+                                           (1, 3, 3), strides))
+    ours = lambda a, k: conv_lib.conv3d(a, k, strides, pads)  # noqa: E731
+    reference = lambda a, k: jax.lax.conv_general_dilated(  # noqa: E731
+        a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
+    hlo = jax.jit(ours).lower(x, kernel).as_text()
+    self.assertEqual('convolution' not in hlo, narrow)
+    y = jax.jit(ours)(x, kernel)
+    chex.assert_trees_all_close(y, numpy_conv3d(x, kernel, strides, pads),
+                                rtol=1e-5, atol=1e-5)
+    cotangent = rng.normal(size=y.shape).astype(np.float32)
+
+    def grads(conv):
+      return jax.jit(jax.grad(lambda a, k: jnp.sum(conv(a, k) * cotangent),
+                              argnums=(0, 1)))(x, kernel)
+
+    for got, want in zip(grads(ours), grads(reference)):
+      chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 class STConvTest(chex.TestCase, parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)

@@ -1,7 +1,7 @@
 """Rules → shardings, by hand (golden sharding tests, as MaxText's)."""
 import flax
 import jax
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 import pytest
 
 from tests.parallel.test_sharded_step import NUM_CLASSES, tiny_config
@@ -80,3 +80,29 @@ def test_fsdp_shards_large_leaves_over_data():
     else:
       assert 'data' not in spec, (path, spec)
   assert sharded > 50
+
+
+def test_mesh_and_rules_sets_both_and_restores_them():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from vidjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  mesh = mesh_lib.make_mesh(MESH)
+  custom = [('batch', 'data'), ('time', None)]
+  outside = nn.get_logical_axis_rules()
+  with rules.mesh_and_rules(mesh, custom):
+    assert jax.sharding.get_abstract_mesh().shape == {'data': 2, 'time': 4}
+    assert nn.get_logical_axis_rules() == (('batch', 'data'), ('time', None))
+    # A constraint inside resolves through both: 'time' is unsharded here,
+    # and split under the default rules.
+    assert _constrained_video(mesh).is_equivalent_to(
+        NamedSharding(mesh, P('data')), 5)
+  with rules.mesh_and_rules(mesh, rules.DEFAULT_RULES):
+    assert _constrained_video(mesh).is_equivalent_to(
+        NamedSharding(mesh, P('data', 'time')), 5)
+  assert nn.get_logical_axis_rules() == outside
+  assert jax.sharding.get_abstract_mesh().empty
+
+
+def _constrained_video(mesh):
+  video = jax.device_put(jax.numpy.zeros((8, 4, 1, 1, 3)),
+                         NamedSharding(mesh, P()))
+  return jax.jit(lambda v: rules.constrain(v, rules.VIDEO))(video).sharding

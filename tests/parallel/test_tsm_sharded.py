@@ -28,7 +28,6 @@ What "the same step" can mean here (measured; docs/scale.md):
 import math
 import re
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,9 +195,13 @@ def test_time_split_exchanges_only_shifted_boundary_channels(float32_mesh):
 
   # All-reduces carry gradients, per-channel BN sums and the logits' mean
   # over time, never activations. (Dimensions compared as multisets: XLA
-  # may reduce a gradient transposed, e.g. fc's as [13, 256].)
-  params = {tuple(sorted(d for d in leaf.shape if d != 1))
-            for leaf in jax.tree.leaves(setup.abstract_state.params)}
+  # may reduce a gradient transposed, e.g. fc's as [13, 256]; a conv that
+  # layers.conv runs as a matmul over its windows reduces its kernel's as
+  # the matmul's [kh·kw·C, D].)
+  leaves = jax.tree.leaves(setup.abstract_state.params)
+  params = {tuple(sorted(d for d in leaf.shape if d != 1)) for leaf in leaves}
+  params |= {tuple(sorted((math.prod(leaf.shape[:-1]), leaf.shape[-1])))
+             for leaf in leaves if leaf.ndim == 5}
   logits = tuple(sorted((BATCH // DATA, NUM_CLASSES)))
   for dims in map(lambda d: tuple(sorted(d)), _all_reduced_arrays(hlo)):
     assert dims in params or len(dims) <= 1 or dims == logits, dims
@@ -240,7 +243,7 @@ def test_streaming_step_shards_over_streams(mesh_shape, streams):
 
   mesh = mesh_lib.make_mesh({'data': mesh_shape[0], 'time': mesh_shape[1]})
   rows, whole = NamedSharding(mesh, streams), mesh_lib.replicated(mesh)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules_lib.DEFAULT_RULES):
+  with rules_lib.mesh_and_rules(mesh, rules_lib.DEFAULT_RULES):
     abstract = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,  # noqa: E731
                                               sharding=rows)
     compiled = jax.jit(

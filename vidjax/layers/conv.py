@@ -6,7 +6,9 @@ lowering is chosen per kernel shape because XLA:CPU runs the same maths at very
 different speeds (see benchmarks/): a 1×k×k conv folds time into the batch and
 runs as a 2-D conv, a kt×1×1 conv folds height and width into one axis and runs
 as a 2-D conv with a (kt, 1) window, a 1×1×1 conv is a matmul, and only genuine
-k×k×k kernels run as 3-D convs.
+k×k×k kernels run as 3-D convs. A 1×k×k conv whose input or output is narrower
+than its window (ResNet's layer4 on small clips) runs as one matmul over its
+windows.
 """
 import dataclasses
 from typing import Any, Sequence
@@ -127,6 +129,40 @@ def _pointwise(x, kernel):
   return jnp.einsum('nthwc,cd->nthwd', x, kernel)
 
 
+def _smaller_than_kernel(sizes, out_sizes, kernel_sizes) -> bool:
+  """Whether a conv's input or output is narrower than its window somewhere.
+
+  XLA:CPU's YNNPACK declines such a conv (e.g. a 3×3 conv on 2×2 or 1×1
+  pixels), and Eigen's conv for it runs at ~2 GFLOP/s: ResNet's layer4 on a
+  64² clip took 140 ms for a 3×3 512 → 512 conv that PyTorch runs in 1.4 ms
+  (benchmarks/README.md, "Convs narrower than their kernel"). Its gradient
+  convolves the output, so the output's size counts too.
+  """
+  return any(min(i, o) < k for i, o, k in zip(sizes, out_sizes, kernel_sizes))
+
+
+def _im2col_conv2d(x, kernel, strides, padding):
+  """A 2-D conv of [B, H, W, C] `x` as one matmul over its kh·kw windows.
+
+  The same products (the MAC count of conv_general_dilated), summed in
+  another order; for the small inputs it is used on, the k²-fold copy of
+  the input is a few hundred KiB. The kernel is reshaped to [kh·kw·C, D],
+  so a data-parallel step all-reduces its gradient in that shape. An einsum
+  over windows stacked as [B, H', W', kh, kw, C] and the kernel as it is
+  would keep the parameter's shape, but it ran 2-3× slower forward and
+  backward (benchmarks/README.md, "Convs narrower than their kernel").
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  sh, sw = strides
+  x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  h_out = (x.shape[1] - kh) // sh + 1
+  w_out = (x.shape[2] - kw) // sw + 1
+  windows = [x[:, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
+             for i in range(kh) for j in range(kw)]
+  # Tap-major, then input channel: the order of the HWIO kernel's rows.
+  return jnp.concatenate(windows, axis=-1) @ kernel.reshape(-1, c_out)
+
+
 def _pointwise_fwd(x, kernel):
   return _pointwise(x, kernel), (x, kernel)
 
@@ -235,7 +271,13 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
     # and ran 3-7× slower than the matmul (benchmarks/README.md).
     return _pointwise(x[:, :, ::sh, ::sw], kernel[0, 0, 0])
   if no_time:
-    y = _conv(x.reshape(n * t, h, w, c_in), kernel[0], (sh, sw), (ph, pw), 2)
+    frames = x.reshape(n * t, h, w, c_in)
+    out_hw = [(size + sum(pad) - k) // stride + 1 for size, pad, k, stride
+              in ((h, ph, kh, sh), (w, pw, kw, sw))]
+    if _smaller_than_kernel((h, w), out_hw, (kh, kw)):
+      y = _im2col_conv2d(frames, kernel[0], (sh, sw), (ph, pw))
+    else:
+      y = _conv(frames, kernel[0], (sh, sw), (ph, pw), 2)
     return y.reshape(n, t, *y.shape[1:])
   if no_space:
     folded = x.reshape(n, t, h * w, c_in)

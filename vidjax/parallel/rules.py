@@ -17,7 +17,8 @@ such a mesh axis moves to the batch dimension when the batch divides over
 it, and is otherwise replicated there. Both are logged in the compiled HLO
 and tested (tests/parallel).
 """
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+import contextlib
 import math
 
 import flax.linen as nn
@@ -86,6 +87,14 @@ def validate(rules, mesh_axes: Sequence[str]):
         raise VidjaxError(f'logical_axis_rules maps {name!r} to an unknown '
                           f'mesh axis {axis!r}; the mesh has '
                           f'{", ".join(mesh_axes)}')
+
+
+@contextlib.contextmanager
+def mesh_and_rules(mesh: jax.sharding.Mesh, rules) -> Iterator[None]:
+  """The mesh (`jax.set_mesh`) and logical axis rules under which a step
+  traces and runs, so the models' logical constraints resolve on it."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(as_rules(rules)):
+    yield
 
 
 def _mesh_axes(entry) -> tuple[str, ...]:

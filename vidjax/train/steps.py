@@ -57,12 +57,9 @@ class Setup:
   train_step: Callable           # (state, batch, rng) → (state, sums).
   eval_step: Callable            # (state, video) → log-probabilities.
 
-  def context(self) -> contextlib.ExitStack:
+  def context(self) -> contextlib.AbstractContextManager[None]:
     """The mesh and rules under which the steps trace (and run)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.set_mesh(self.mesh))
-    stack.enter_context(nn.logical_axis_rules(self.rules))
-    return stack
+    return rules_lib.mesh_and_rules(self.mesh, self.rules)
 
   def abstract_batch(self, batch_size: int) -> dict:
     """The train step's batch as sharded ShapeDtypeStructs."""
@@ -183,7 +180,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
                       batch_stats=variables.get('batch_stats', {}),
                       opt_state=tx.init(params))
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with rules_lib.mesh_and_rules(mesh, rules):
     # The key is made inside the trace: an eager one would run on the mesh's
     # devices, which the AOT tool's compile-only TPU devices cannot.
     abstract_boxed = jax.eval_shape(lambda: boxed_init(jax.random.key(0)))
