@@ -136,18 +136,21 @@ class Conv3DLoweringTest(parameterized.TestCase):
       ('one_pixel', (1, 1), (1, 1), 'SYMMETRIC', True),
       ('strided_to_two', (3, 3), (2, 2), 'SYMMETRIC', True),
       ('tall_and_narrow', (5, 2), (1, 2), 'SAME', True),
-      ('wide_enough', (4, 5), (1, 1), 'SYMMETRIC', False))
+      ('wide_enough', (4, 5), (1, 1), 'SYMMETRIC', False),
+      ('full_3d_two_pixels', (2, 2), (1, 1), 'SYMMETRIC', True, 3),
+      ('full_3d_strided', (3, 3), (2, 2), 'SAME', True, 3, 2),
+      ('full_3d_wide_enough', (4, 4), (1, 1), 'SYMMETRIC', False, 3))
   def test_a_conv_narrower_than_its_kernel_is_one_matmul(
-      self, hw, strides, padding, narrow):
-    # Below the kernel's size a 1×3×3 conv runs as a matmul over its
-    # windows (conv.py: Eigen's conv is ~100× slower there). Values and
-    # both gradients equal numpy's conv and XLA's own.
+      self, hw, strides, padding, narrow, kt=1, st=1):
+    # Below the kernel's size in height or width a kt×3×3 conv runs as a
+    # matmul over its windows (conv.py: Eigen's conv is ~100× slower
+    # there). Values and both gradients equal numpy's conv and XLA's own.
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 3, *hw, 5)).astype(np.float32)
-    kernel = rng.normal(size=(1, 3, 3, 5, 4)).astype(np.float32)
-    strides = (1, *strides)
+    kernel = rng.normal(size=(kt, 3, 3, 5, 4)).astype(np.float32)
+    strides = (st, *strides)
     pads = tuple(conv_lib.explicit_padding(padding, x.shape[1:4],
-                                           (1, 3, 3), strides))
+                                           (kt, 3, 3), strides))
     ours = lambda a, k: conv_lib.conv3d(a, k, strides, pads)  # noqa: E731
     reference = lambda a, k: jax.lax.conv_general_dilated(  # noqa: E731
         a, k, strides, pads, dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))

@@ -6,11 +6,12 @@ lowering is chosen per kernel shape because XLA:CPU runs the same maths at very
 different speeds (see benchmarks/): a 1×k×k conv folds time into the batch and
 runs as a 2-D conv, a kt×1×1 conv folds height and width into one axis and runs
 as a 2-D conv with a (kt, 1) window, a 1×1×1 conv is a matmul, and only genuine
-k×k×k kernels run as 3-D convs. A 1×k×k conv whose input or output is narrower
-than its window (ResNet's layer4 on small clips) runs as one matmul over its
-windows.
+k×k×k kernels run as 3-D convs. A conv whose input or output is narrower than
+its window in height or width (ResNet's layer4 on small clips, I3D's last
+blocks) runs as one matmul over its windows.
 """
 import dataclasses
+import itertools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -141,26 +142,28 @@ def _smaller_than_kernel(sizes, out_sizes, kernel_sizes) -> bool:
   return any(min(i, o) < k for i, o, k in zip(sizes, out_sizes, kernel_sizes))
 
 
-def _im2col_conv2d(x, kernel, strides, padding):
-  """A 2-D conv of [B, H, W, C] `x` as one matmul over its kh·kw windows.
+def _im2col_conv(x, kernel, strides, padding):
+  """A conv of [B, *S, C] `x` (S: 2 or 3 axes) as one matmul over its windows.
 
   The same products (the MAC count of conv_general_dilated), summed in
-  another order; for the small inputs it is used on, the k²-fold copy of
-  the input is a few hundred KiB. The kernel is reshaped to [kh·kw·C, D],
-  so a data-parallel step all-reduces its gradient in that shape. An einsum
-  over windows stacked as [B, H', W', kh, kw, C] and the kernel as it is
-  would keep the parameter's shape, but it ran 2-3× slower forward and
-  backward (benchmarks/README.md, "Convs narrower than their kernel").
+  another order; for the small inputs it is used on, the copy of the input
+  per kernel tap is a few hundred KiB. The kernel is reshaped to
+  [taps·C, D], so a data-parallel step all-reduces its gradient in that
+  shape. An einsum over windows stacked as [B, *S', *k, C] and the kernel as
+  it is would keep the parameter's shape, but it ran 2-3× slower forward
+  and backward (benchmarks/README.md, "Convs narrower than their kernel").
   """
-  kh, kw, c_in, c_out = kernel.shape
-  sh, sw = strides
+  *window, _, c_out = kernel.shape
   x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  h_out = (x.shape[1] - kh) // sh + 1
-  w_out = (x.shape[2] - kw) // sw + 1
-  windows = [x[:, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
-             for i in range(kh) for j in range(kw)]
-  # Tap-major, then input channel: the order of the HWIO kernel's rows.
-  return jnp.concatenate(windows, axis=-1) @ kernel.reshape(-1, c_out)
+  out = [(size - k) // s + 1
+         for size, k, s in zip(x.shape[1:-1], window, strides)]
+  taps = [x[(slice(None),) + tuple(
+      slice(o, o + s * (n - 1) + 1, s)
+      for o, s, n in zip(offset, strides, out))]
+          for offset in itertools.product(*map(range, window))]
+  # Tap-major (row-major over the window), then input channel: the order
+  # of the kernel's rows.
+  return jnp.concatenate(taps, axis=-1) @ kernel.reshape(-1, c_out)
 
 
 def _pointwise_fwd(x, kernel):
@@ -275,7 +278,7 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
     out_hw = [(size + sum(pad) - k) // stride + 1 for size, pad, k, stride
               in ((h, ph, kh, sh), (w, pw, kw, sw))]
     if _smaller_than_kernel((h, w), out_hw, (kh, kw)):
-      y = _im2col_conv2d(frames, kernel[0], (sh, sw), (ph, pw))
+      y = _im2col_conv(frames, kernel[0], (sh, sw), (ph, pw))
     else:
       y = _conv(frames, kernel[0], (sh, sw), (ph, pw), 2)
     return y.reshape(n, t, *y.shape[1:])
@@ -286,6 +289,13 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
     else:
       y = _conv(folded, kernel[:, 0], (1, 1), (pt, (0, 0)), 2)
     return y.reshape(n, y.shape[1], h, w, c_out)
+  # Narrow in space, a full 3-D conv is as pathological on XLA:CPU as a
+  # 1×k×k one: 3×3×3, 256 channels, on 4×2×2 took 29 ms against PyTorch's
+  # 0.8. Time alone narrower than kt is not known to be: not switched.
+  out_hw = [(size + sum(pad) - k) // stride + 1 for size, pad, k, stride
+            in ((h, ph, kh, sh), (w, pw, kw, sw))]
+  if _smaller_than_kernel((h, w), out_hw, (kh, kw)):
+    return _im2col_conv(x, kernel, strides, padding)
   return _conv(x, kernel, strides, padding, 3)
 
 
