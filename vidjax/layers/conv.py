@@ -130,7 +130,7 @@ def _pointwise(x, kernel):
   return jnp.einsum('nthwc,cd->nthwd', x, kernel)
 
 
-def _smaller_than_kernel(sizes, out_sizes, kernel_sizes) -> bool:
+def _narrower_than_kernel(sizes, kernel_sizes, strides, padding) -> bool:
   """Whether a conv's input or output is narrower than its window somewhere.
 
   XLA:CPU's YNNPACK declines such a conv (e.g. a 3×3 conv on 2×2 or 1×1
@@ -139,7 +139,11 @@ def _smaller_than_kernel(sizes, out_sizes, kernel_sizes) -> bool:
   (benchmarks/README.md, "Convs narrower than their kernel"). Its gradient
   convolves the output, so the output's size counts too.
   """
-  return any(min(i, o) < k for i, o, k in zip(sizes, out_sizes, kernel_sizes))
+  for size, k, stride, pad in zip(sizes, kernel_sizes, strides, padding):
+    out = (size + sum(pad) - k) // stride + 1
+    if min(size, out) < k:
+      return True
+  return False
 
 
 def _im2col_conv(x, kernel, strides, padding):
@@ -259,6 +263,9 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
   st, sh, sw = strides
   (pt, ph, pw) = padding
   n, t, h, w, _ = x.shape
+  # Narrow in height or width only: time alone narrower than kt is not
+  # known to be slow, so such a conv stays a conv.
+  narrow = _narrower_than_kernel((h, w), (kh, kw), (sh, sw), (ph, pw))
   no_time = kt == 1 and pt == (0, 0)
   one_by_one = kh == kw == 1 and ph == (0, 0) and pw == (0, 0)
   no_space = one_by_one and sh == sw == 1
@@ -275,9 +282,7 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
     return _pointwise(x[:, :, ::sh, ::sw], kernel[0, 0, 0])
   if no_time:
     frames = x.reshape(n * t, h, w, c_in)
-    out_hw = [(size + sum(pad) - k) // stride + 1 for size, pad, k, stride
-              in ((h, ph, kh, sh), (w, pw, kw, sw))]
-    if _smaller_than_kernel((h, w), out_hw, (kh, kw)):
+    if narrow:
       y = _im2col_conv(frames, kernel[0], (sh, sw), (ph, pw))
     else:
       y = _conv(frames, kernel[0], (sh, sw), (ph, pw), 2)
@@ -289,12 +294,9 @@ def _local_conv3d(x, kernel, strides, padding, lowering):
     else:
       y = _conv(folded, kernel[:, 0], (1, 1), (pt, (0, 0)), 2)
     return y.reshape(n, y.shape[1], h, w, c_out)
-  # Narrow in space, a full 3-D conv is as pathological on XLA:CPU as a
-  # 1×k×k one: 3×3×3, 256 channels, on 4×2×2 took 29 ms against PyTorch's
-  # 0.8. Time alone narrower than kt is not known to be: not switched.
-  out_hw = [(size + sum(pad) - k) // stride + 1 for size, pad, k, stride
-            in ((h, ph, kh, sh), (w, pw, kw, sw))]
-  if _smaller_than_kernel((h, w), out_hw, (kh, kw)):
+  if narrow:
+    # As pathological on XLA:CPU as a 1×k×k one: 3×3×3, 256 channels, on
+    # 4×2×2 took 29 ms against PyTorch's 0.8.
     return _im2col_conv(x, kernel, strides, padding)
   return _conv(x, kernel, strides, padding, 3)
 

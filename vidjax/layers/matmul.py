@@ -97,4 +97,3 @@ def _mixed_matmul_bwd(precision, residuals, g):
 
 
 _mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
-
