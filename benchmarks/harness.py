@@ -25,10 +25,15 @@ and, re-invoked as a side, does its own set-up and warm-up (compilation)
 through `run_side`, which times the steps and prints them as one JSON line,
 the last line of the side's stdout:
 
-  harness.run_side(step, warmup=2, iters=5, setup_s=..., threads=...)
+  harness.run_side(step, warmup=2, iters=5, setup_s=..., threads=...,
+                   settings=...)
 
   {"setup_s": 3.1, "warmup_s": [41.0, 0.6], "step_s": [0.61, ...],
-   "threads": 2, "xla_flags": "...", "info": {...}}
+   "threads": 2, "xla_flags": "...", "settings": {...}, "info": {...}}
+
+`settings` is what the side ran with as it sees it (memory format,
+allocator, threads: benchmarks/cpu_settings.py); the report prints it under
+the side's line and the JSON keeps it.
 
 `measure` keeps the warm-up apart from the step statistics and reports per
 side the median step (over every timed step of every round, and per round),
@@ -139,6 +144,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                                 if any(warmups) else None),
       'threads': records[0].get('threads'),
       'xla_flags': records[0].get('xla_flags'),
+      'settings': records[0].get('settings', {}),
       'info': records[0].get('info', {}),
   }
 
@@ -180,14 +186,16 @@ def child_env(overrides: Mapping[str, str | None],
 def run_side(step: Callable[[], Any], *, warmup: int, iters: int,
              setup_s: float | None = None, threads: int | None = None,
              info: Mapping[str, Any] | None = None,
+             settings: Mapping[str, Any] | None = None,
              out: TextIO | None = None) -> dict[str, Any]:
   """In a side's process: time `step` and print the result line.
 
   `step` must return only when its work is done (for JAX:
   `jax.block_until_ready`). The `warmup` calls come first and are timed
   apart (compilation lands in the first); then `iters` timed calls.
-  `setup_s` is the side's own set-up (imports, model, data) and `threads`
-  its compute threads, both as the side knows them.
+  `setup_s` is the side's own set-up (imports, model, data), `threads`
+  its compute threads and `settings` what it runs with (memory format,
+  allocator, ...), all as the side knows them.
   """
   if iters < 1:
     raise ValueError(f'iters must be >= 1, not {iters}')
@@ -195,7 +203,7 @@ def run_side(step: Callable[[], Any], *, warmup: int, iters: int,
   step_s = [_time(step) for _ in range(iters)]
   record = {'setup_s': setup_s, 'warmup_s': warmup_s, 'step_s': step_s,
             'threads': threads, 'xla_flags': os.environ.get('XLA_FLAGS'),
-            'info': dict(info or {})}
+            'settings': dict(settings or {}), 'info': dict(info or {})}
   print(json.dumps(record), file=out or sys.stdout, flush=True)
   return record
 
@@ -394,6 +402,9 @@ def report(result: Mapping[str, Any], out: TextIO | None = None):
       parts.append('env ' + ' '.join(f'{k}={"(unset)" if v is None else v}'
                                      for k, v in overrides.items()))
     print(f'  {"":{width}s}  {"; ".join(parts)}', file=out)
+    if s.get('settings'):
+      print(f'  {"":{width}s}  ran with: {describe_settings(s["settings"])}',
+            file=out)
   for key, r in result['ratios'].items():
     per_round = r['per_round']
     print(f'  {key} = {r["value"]:.2f} (per round {min(per_round):.2f}-'
@@ -406,6 +417,16 @@ def report(result: Mapping[str, Any], out: TextIO | None = None):
           else 'matmul rate not measured')
   print(f'  machine: {m["usable_cpus"]} of {m["cpus"]} CPUs usable'
         f'{", " + m["cpu"] if m["cpu"] else ""}; {rate}', file=out, flush=True)
+
+
+def describe_settings(settings: Mapping[str, Any]) -> str:
+  """A side's settings as 'key value' pairs, nested ones as key=value."""
+  parts = []
+  for key, value in settings.items():
+    if isinstance(value, Mapping):
+      value = ' '.join(f'{k}={v}' for k, v in value.items())
+    parts.append(f'{key.replace("_", " ")} {value}')
+  return '; '.join(parts)
 
 
 def add_step_flags(parser, *, iters: int = 5, warmup: int = 2,

@@ -27,13 +27,20 @@ as fast at inference and 1.35x at training where, on the same machine, each
 side alone in its own process gave 1.06-1.20x and 1.00-1.05x.
 benchmarks/README.md has this harness's figures.
 
+PyTorch runs as its CPU performance guide recommends (cpu_settings.py):
+model and clips in `channels_last_3d`, TCMalloc or jemalloc preloaded, one
+OpenMP thread per physical core, pinned. `--torch-layout=contiguous
+--torch-allocator=glibc --torch-threads=default` is the peer of the figures
+before 2026-12-07, PyTorch as it comes.
+
 Settings (XLA_SETTINGS, SETTING_ENV): XLA_FLAGS reach only the vidjax side
 (PyTorch does not read them); a setting's other environment (GLIBC_TUNABLES)
-applies to both sides. The defaults are 'ynn' with glibc's default
-allocator and 'ynn+keepmem' with the tuned one. A full default run is
-2 settings x 2 kinds x 3 rounds x 2 sides = 24 processes, each with its own
-start-up (and, for vidjax, compilation): tens of minutes on 2 cores.
-Absolute figures want a quiet machine.
+applies to both sides (the torch side's preloaded allocator, if any, does
+not read it). The default is 'ynn', the measured best flags
+(cpu_settings.BEST_XLA_FLAGS); 'ynn+keepmem' adds glibc told to keep freed
+memory. A default run is 2 kinds x 3 rounds x 2 sides = 12 processes,
+each with its own start-up (and, for vidjax, compilation): ~10 minutes on
+2 cores. Absolute figures want a quiet machine.
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ _START = time.perf_counter()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import cpu_settings  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -61,7 +69,7 @@ NUM_CLASSES = 400
 # per-channel factors, ReLU's zeros), which costs more than it saves.
 XLA_SETTINGS = {
     'default': '',
-    'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
+    'ynn': cpu_settings.BEST_XLA_FLAGS,
     'ynn+eltwise': '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
     # 'ynn' with glibc's allocator told to keep freed memory (one arena, no
     # mmap, no trimming) for both frameworks. By default every step maps
@@ -69,7 +77,7 @@ XLA_SETTINGS = {
     # step on either side); kept, they are reused. PyTorch gains much more
     # from this than XLA, whose many small scratch allocations then contend
     # for the single arena.
-    'ynn+keepmem': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
+    'ynn+keepmem': cpu_settings.BEST_XLA_FLAGS,
 }
 # Extra environment per setting (both frameworks run under it).
 SETTING_ENV = {
@@ -77,7 +85,7 @@ SETTING_ENV = {
                                       'glibc.malloc.mmap_max=0:'
                                       'glibc.malloc.trim_threshold=17179869184'},
 }
-DEFAULT_SETTINGS = ('ynn', 'ynn+keepmem')
+DEFAULT_SETTINGS = ('ynn',)
 KINDS = ('infer', 'train')
 
 
@@ -93,6 +101,7 @@ def _parse(argv=None):
                  + ', '.join(XLA_SETTINGS))
   p.add_argument('--kinds', default=','.join(KINDS),
                  help='comma-separated, of: ' + ', '.join(KINDS))
+  cpu_settings.add_torch_flags(p)
   # The side's own process: set by the runner, not by hand.
   p.add_argument('--side', choices=('vidjax', 'torch'), help=argparse.SUPPRESS)
   p.add_argument('--kind', choices=KINDS, help=argparse.SUPPRESS)
@@ -115,26 +124,44 @@ def vidjax_side(args):
           if args.kind == 'infer' else
           bench_steps.vidjax_train(model, variables, video, labels))
   # XLA:CPU sizes its thread pool to the CPUs this process may use.
+  threads = len(os.sched_getaffinity(0))
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
-                   setup_s=time.perf_counter() - _START,
-                   threads=len(os.sched_getaffinity(0)),
+                   setup_s=time.perf_counter() - _START, threads=threads,
+                   settings=cpu_settings.side_report(threads),
                    info={'jax': jax.__version__,
                          'devices': str(jax.devices())})
+
+
+def torch_model_and_data(args):
+  """torchvision's S3D, a clip batch and labels, in --torch-layout: the
+  model's weights and the clips both in channels_last_3d, as the Channels
+  Last tutorial converts a model and its input, or both contiguous."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import torchvision  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(0)
+  fmt = cpu_settings.memory_format(args.torch_layout, spatial_dims=3)
+  model = torchvision.models.video.s3d(num_classes=NUM_CLASSES).to(
+      memory_format=fmt)
+  video = torch.randn(args.batch, 3, args.frames, args.size,
+                      args.size).contiguous(memory_format=fmt)
+  labels = torch.arange(args.batch) % NUM_CLASSES
+  return model, video, labels
 
 
 def torch_side(args):
   import torch  # pylint: disable=g-import-not-at-top
   import torchvision  # pylint: disable=g-import-not-at-top
 
-  torch.manual_seed(0)
-  model = torchvision.models.video.s3d(num_classes=NUM_CLASSES)
-  video = torch.randn(args.batch, 3, args.frames, args.size, args.size)
-  labels = torch.arange(args.batch) % NUM_CLASSES
+  model, video, labels = torch_model_and_data(args)
   step = (bench_steps.torch_infer(model, video) if args.kind == 'infer' else
           bench_steps.torch_train(model, video, labels))
+  threads = torch.get_num_threads()
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
-                   setup_s=time.perf_counter() - _START,
-                   threads=torch.get_num_threads(),
+                   setup_s=time.perf_counter() - _START, threads=threads,
+                   settings=cpu_settings.side_report(
+                       threads, memory_format=cpu_settings.format_of(video),
+                       weights=cpu_settings.weights_format(model)),
                    info={'torch': torch.__version__,
                          'torchvision': torchvision.__version__})
 
@@ -145,13 +172,15 @@ def sides(args, setting: str, kind: str) -> list[harness.Side]:
             f'--size={args.size}', f'--iters={args.iters}',
             f'--warmup={args.warmup}']
   env = dict(SETTING_ENV.get(setting, {}))
+  torch_env = cpu_settings.torch_settings_from(args).env()
   return [
       harness.Side('vidjax', common + ['--side=vidjax'],
                    {**env, 'XLA_FLAGS': XLA_SETTINGS[setting]}),
       # Unset rather than inherited: PyTorch does not read it, and a value
       # in its report would suggest it does.
-      harness.Side('torch', common + ['--side=torch'],
-                   {**env, 'XLA_FLAGS': None}),
+      harness.Side('torch', common + cpu_settings.torch_side_flags(args)
+                   + ['--side=torch'],
+                   {**env, **torch_env, 'XLA_FLAGS': None}),
   ]
 
 
@@ -167,6 +196,8 @@ def main():
   print(f'S3D (torchvision layout, 8.3M params), batch×T×HW = {clip}; per '
         f'side and round a fresh process: {args.warmup} warm-up then '
         f'{args.iters} timed step(s)', flush=True)
+  print(f'torch: {cpu_settings.torch_settings_from(args).line()}',
+        flush=True)
   results = harness.measure_grid(
       lambda setting, kind: sides(args, setting, kind), settings, kinds,
       rounds=args.rounds)

@@ -17,6 +17,15 @@ Hugging Face under `torch.autocast('cpu', dtype=torch.bfloat16)` (the
 forward; the backward follows its dtypes), as HF's Trainer does with
 `bf16=True`.
 
+Hugging Face runs as PyTorch's CPU performance guide recommends
+(cpu_settings.py): TCMalloc or jemalloc preloaded, one OpenMP thread per
+physical core, pinned. A transformer has no memory-format choice: its
+activations are [batch, tokens, channels] already, and HF reshapes the
+clip to contiguous frames for its one conv, the patch embedding; so
+--torch-layout changes nothing here. The vidjax side runs with 'ynn' by
+default, the flags measured best for the conv nets; for TimeSformer
+'default' measured faster on 2026-12-03 (benchmarks/README.md).
+
 Measured with benchmarks/harness.py (each side alone in a fresh process,
 rounds alternating). Printed besides the harness's report: the achieved
 FLOP/s of each side, 2 × the forward MACs (196.05 G per clip, fvcore's
@@ -36,6 +45,7 @@ _START = time.perf_counter()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import cpu_settings  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -43,8 +53,11 @@ from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wro
 NUM_CLASSES = 400
 XLA_SETTINGS = {
     'default': '',
-    'ynn': '--xla_cpu_experimental_ynn_fusion_type=dot,reduce',
+    'ynn': cpu_settings.BEST_XLA_FLAGS,
 }
+DEFAULT_SETTINGS = ('ynn',)
+# What --torch-layout means for a transformer (see the docstring).
+NO_LAYOUT = 'none: a transformer has no layout choice'
 KINDS = ('infer', 'train')
 PRECISIONS = ('float32', 'bfloat16')
 # One forward pass per 8×224² clip, fvcore's count (REFERENCES.md).
@@ -57,13 +70,14 @@ def _parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--batch', type=int, default=1, help='clips per step')
   harness.add_step_flags(p, iters=3, warmup=1, rounds=2)
-  p.add_argument('--settings', default='default',
+  p.add_argument('--settings', default=','.join(DEFAULT_SETTINGS),
                  help='comma-separated XLA flag settings, of: '
                  + ', '.join(XLA_SETTINGS))
   p.add_argument('--kinds', default=','.join(KINDS),
                  help='comma-separated, of: ' + ', '.join(KINDS))
   p.add_argument('--precision', default='float32', choices=PRECISIONS,
                  help='compute dtype of both sides (parameters float32)')
+  cpu_settings.add_torch_flags(p)
   p.add_argument('--side', choices=('vidjax', 'hf'), help=argparse.SUPPRESS)
   p.add_argument('--kind', choices=KINDS, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -88,9 +102,10 @@ def vidjax_side(args):
   step = (bench_steps.vidjax_infer(model, variables, video)
           if args.kind == 'infer' else
           bench_steps.vidjax_train(model, variables, video, labels))
+  threads = len(os.sched_getaffinity(0))
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
-                   setup_s=time.perf_counter() - _START,
-                   threads=len(os.sched_getaffinity(0)),
+                   setup_s=time.perf_counter() - _START, threads=threads,
+                   settings=cpu_settings.side_report(threads),
                    info={'jax': jax.__version__, 'precision': args.precision})
 
 
@@ -123,9 +138,11 @@ def hf_side(args):
   wrapped = _Logits(model, autocast=args.precision == 'bfloat16')
   step = (bench_steps.torch_infer(wrapped, video) if args.kind == 'infer'
           else bench_steps.torch_train(wrapped, video, labels))
+  threads = torch.get_num_threads()
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
-                   setup_s=time.perf_counter() - _START,
-                   threads=torch.get_num_threads(),
+                   setup_s=time.perf_counter() - _START, threads=threads,
+                   settings=cpu_settings.side_report(
+                       threads, memory_format=NO_LAYOUT),
                    info={'torch': torch.__version__,
                          'transformers': transformers.__version__,
                          'precision': args.precision,
@@ -137,10 +154,12 @@ def sides(args, setting: str, kind: str) -> list[harness.Side]:
   common = [sys.executable, os.path.abspath(__file__), f'--kind={kind}',
             f'--batch={args.batch}', f'--iters={args.iters}',
             f'--warmup={args.warmup}', f'--precision={args.precision}']
+  torch_env = cpu_settings.torch_settings_from(args).env()
   return [
       harness.Side('vidjax', common + ['--side=vidjax'],
                    {'XLA_FLAGS': XLA_SETTINGS[setting]}),
-      harness.Side('hf', common + ['--side=hf'], {'XLA_FLAGS': None}),
+      harness.Side('hf', common + cpu_settings.torch_side_flags(args)
+                   + ['--side=hf'], {**torch_env, 'XLA_FLAGS': None}),
   ]
 
 
@@ -161,6 +180,8 @@ def main():
         f'clip(s) of 8×224²; per '
         f'side and round a fresh process: {args.warmup} warm-up then '
         f'{args.iters} timed step(s)', flush=True)
+  print(f'hf: {cpu_settings.torch_settings_from(args).line(NO_LAYOUT)}',
+        flush=True)
   results = harness.measure_grid(
       lambda setting, kind: sides(args, setting, kind), settings, kinds,
       rounds=args.rounds, matmul_dtype=args.precision)

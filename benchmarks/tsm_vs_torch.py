@@ -20,8 +20,15 @@ reported apart) and times --iters steps. Printed per side: median step,
 per-round spread, set-up and warm-up, threads and environment; then
 torch / vidjax (> 1: vidjax is faster) and the machine's matmul rate.
 
-Settings: XLA_FLAGS for the vidjax side only ('default': XLA's own;
-'ynn': YNNPACK for dots and reductions, see s3d_vs_torchvision.py).
+PyTorch runs as its CPU performance guide recommends (cpu_settings.py):
+the ResNet and its [N·T, C, H, W] frames in `channels_last`, TCMalloc or
+jemalloc preloaded, one OpenMP thread per physical core, pinned.
+`--torch-layout=contiguous --torch-allocator=glibc --torch-threads=default`
+is the peer of the figures before 2026-12-07, PyTorch as it comes.
+
+Settings: XLA_FLAGS for the vidjax side only ('ynn', the default: YNNPACK
+for dots and reductions, the measured best flags, see
+s3d_vs_torchvision.py; 'default': XLA's own).
 Asked for by name only: 'dp2' and 'ynn-dp2' also give XLA:CPU two host
 devices and split the batch over them, data parallel
 (steps.host_data_parallel), because YNNPACK runs the 64-channel convs on
@@ -41,12 +48,13 @@ _START = time.perf_counter()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import cpu_settings  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 400
-_YNN = '--xla_cpu_experimental_ynn_fusion_type=dot,reduce'
+_YNN = cpu_settings.BEST_XLA_FLAGS
 # Two host devices, the batch split over them: see steps.host_data_parallel.
 _TWO_DEVICES = '--xla_force_host_platform_device_count=2'
 XLA_SETTINGS = {
@@ -58,6 +66,7 @@ XLA_SETTINGS = {
 # Settings that stay off unless asked for: they change how vidjax runs the
 # batch, not only which kernels it uses.
 OPT_IN = ('dp2', 'ynn-dp2')
+DEFAULT_SETTINGS = ('ynn',)
 KINDS = ('infer', 'train', 'stream')
 
 
@@ -68,12 +77,13 @@ def _parse(argv=None):
   p.add_argument('--size', type=int, default=224)
   p.add_argument('--depth', type=int, default=50, choices=(18, 34, 50, 101))
   harness.add_step_flags(p)
-  p.add_argument('--settings',
-                 default=','.join(s for s in XLA_SETTINGS if s not in OPT_IN),
+  p.add_argument('--settings', default=','.join(DEFAULT_SETTINGS),
                  help='comma-separated XLA flag settings, of: '
-                 + ', '.join(XLA_SETTINGS))
+                 + ', '.join(XLA_SETTINGS) + f' ({", ".join(OPT_IN)}: '
+                 'two devices, asked for by name only)')
   p.add_argument('--kinds', default=','.join(KINDS),
                  help='comma-separated, of: ' + ', '.join(KINDS))
+  cpu_settings.add_torch_flags(p)
   # The side's own process: set by the runner, not by hand.
   p.add_argument('--side', choices=('vidjax', 'torch'), help=argparse.SUPPRESS)
   p.add_argument('--kind', choices=KINDS, help=argparse.SUPPRESS)
@@ -116,23 +126,39 @@ def vidjax_side(args):
     def step():
       logits, state[0] = stream_step(variables, frame, state[0])
       jax.block_until_ready(logits)
+  threads = len(os.sched_getaffinity(0))
   harness.run_side(step, warmup=args.warmup, iters=_iters(args),
-                   setup_s=time.perf_counter() - _START,
-                   threads=len(os.sched_getaffinity(0)),
+                   setup_s=time.perf_counter() - _START, threads=threads,
+                   settings=cpu_settings.side_report(threads),
                    info={'jax': jax.__version__,
                          'devices': 1 if parallel is None else
                                     parallel.mesh.size})
 
 
-def torch_side(args):
+def torch_model_and_data(args):
+  """The PyTorch TSM, a clip batch [N, T, 3, H, W] and labels, in
+  --torch-layout. The ResNet runs on the frames [N·T, C, H, W], a 2-D CNN,
+  so its weights take `channels_last`, and each frame is stored channels
+  minor (NTHWC in memory), so that the [N·T, C, H, W] view the model
+  takes (`flatten(0, 1)`) is channels_last without a copy."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_tsm  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(0)
+  fmt = cpu_settings.memory_format(args.torch_layout, spatial_dims=2)
   model = torch_tsm.TSM(args.depth, NUM_CLASSES, args.segments,
-                        online=args.kind == 'stream')
+                        online=args.kind == 'stream').to(memory_format=fmt)
   video = torch.randn(args.batch, args.segments, 3, args.size, args.size)
+  if args.torch_layout == 'channels_last':
+    video = video.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
   labels = torch.arange(args.batch) % NUM_CLASSES
+  return model, video, labels
+
+
+def torch_side(args):
+  import torch  # pylint: disable=g-import-not-at-top
+
+  model, video, labels = torch_model_and_data(args)
   if args.kind == 'infer':
     step = bench_steps.torch_infer(model, video)
   elif args.kind == 'train':
@@ -140,9 +166,14 @@ def torch_side(args):
   else:
     frame = video[:1, :1]
     step = bench_steps.torch_infer(model, frame)  # The buffers carry over.
+  threads = torch.get_num_threads()
   harness.run_side(step, warmup=args.warmup, iters=_iters(args),
-                   setup_s=time.perf_counter() - _START,
-                   threads=torch.get_num_threads(),
+                   setup_s=time.perf_counter() - _START, threads=threads,
+                   settings=cpu_settings.side_report(
+                       threads,
+                       memory_format=cpu_settings.format_of(
+                           video.flatten(0, 1)),
+                       weights=cpu_settings.weights_format(model)),
                    info={'torch': torch.__version__})
 
 
@@ -156,11 +187,13 @@ def sides(args, setting: str, kind: str) -> list[harness.Side]:
             f'--batch={args.batch}', f'--segments={args.segments}',
             f'--size={args.size}', f'--depth={args.depth}',
             f'--iters={args.iters}', f'--warmup={args.warmup}']
+  torch_env = cpu_settings.torch_settings_from(args).env()
   return [
       harness.Side('vidjax', common + ['--side=vidjax'],
                    {'XLA_FLAGS': XLA_SETTINGS[setting]}),
       # Unset: PyTorch does not read it.
-      harness.Side('torch', common + ['--side=torch'], {'XLA_FLAGS': None}),
+      harness.Side('torch', common + cpu_settings.torch_side_flags(args)
+                   + ['--side=torch'], {**torch_env, 'XLA_FLAGS': None}),
   ]
 
 
@@ -175,6 +208,8 @@ def main():
   print(f'TSM-R{args.depth}, {args.batch} clips of {args.segments}×'
         f'{args.size}² (stream: 1 frame of 1 stream per step); per side and '
         f'round a fresh process: {args.warmup} warm-up then the timed steps',
+        flush=True)
+  print(f'torch: {cpu_settings.torch_settings_from(args).line()}',
         flush=True)
   results = harness.measure_grid(
       lambda setting, kind: sides(args, setting, kind), settings, kinds,

@@ -55,7 +55,8 @@ def test_a_bad_flag_is_one_error_line():
 
 def test_two_device_settings_are_asked_for_by_name():
   args = tsm_vs_torch._parse([])
-  assert set(args.settings.split(',')) == {'default', 'ynn'}
+  assert set(args.settings.split(',')) == {'ynn'}
+  assert not set(args.settings.split(',')) & set(tsm_vs_torch.OPT_IN)
   vidjax, torch = tsm_vs_torch.sides(args, 'ynn-dp2', 'infer')
   flags = vidjax.env['XLA_FLAGS'].split()
   assert '--xla_force_host_platform_device_count=2' in flags
