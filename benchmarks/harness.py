@@ -429,6 +429,22 @@ def describe_settings(settings: Mapping[str, Any]) -> str:
   return '; '.join(parts)
 
 
+def settings_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
+  """'<side> ran with: ...' per side of `measure` results, once per distinct
+  setting (XLA flags included), for under a benchmark's table."""
+  seen: dict[str, list[str]] = {}
+  for result in results:
+    for name, side in result['sides'].items():
+      flags = side.get('xla_flags')
+      text = '; '.join(filter(None, [
+          f'XLA_FLAGS {flags!r}' if flags else None,
+          describe_settings(side.get('settings') or {})]))
+      if text and text not in seen.setdefault(name, []):
+        seen[name].append(text)
+  return [f'{name} ran with: {text}' for name, texts in seen.items()
+          for text in texts]
+
+
 def add_step_flags(parser, *, iters: int = 5, warmup: int = 2,
                    rounds: int = 3):
   """The flags every step benchmark has: --iters --warmup --rounds --json."""

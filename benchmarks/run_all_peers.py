@@ -152,13 +152,8 @@ def summary(out_dir: str, out=None):
       result = json.load(f)
     for line in rows(model, result):
       print(line, file=out)
-    peer = MODELS[model][1]
-    for c in result['comparisons']:
-      for side in ('vidjax', peer):
-        s = c['sides'][side]
-        settings.append(f'{model} {c["kind"]} {side}: XLA_FLAGS '
-                        f'{s.get("xla_flags")!r}; '
-                        f'{harness.describe_settings(s.get("settings", {}))}')
+    settings += [f'{model}: {line}'
+                 for line in harness.settings_lines(result['comparisons'])]
   print('peer / vidjax > 1: vidjax is faster. As each side reported:',
         file=out)
   for line in settings:

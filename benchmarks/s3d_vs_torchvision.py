@@ -213,6 +213,8 @@ def main():
           f'{min(q["per_round"]):4.2f}-{max(q["per_round"]):4.2f}')
   print('torch/vidjax > 1: vidjax is faster. Spread: (max - min) / median of '
         'the per-round medians.')
+  for line in harness.settings_lines(results):
+    print(line)
   harness.write_comparisons(args.json, args, results)
 
 

@@ -200,6 +200,8 @@ def main():
           f'{gv:15.1f} {gh:11.1f} {matmul:7.1f} {100 * gv / matmul:13.1f}%')
   print('hf/vidjax > 1: vidjax is faster. GFLOP/s: 2 × 196.05 G MACs per '
         'clip (× 3 for training) / median step.')
+  for line in harness.settings_lines(results):
+    print(line)
   harness.write_comparisons(args.json, args, results)
 
 

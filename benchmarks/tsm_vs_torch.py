@@ -229,6 +229,8 @@ def main():
   print('torch/vidjax > 1: vidjax is faster. Rates: clips/s (infer, train), '
         'frames/s (stream). Spread: (max - min) / median of the per-round '
         'medians.')
+  for line in harness.settings_lines(results):
+    print(line)
   harness.write_comparisons(args.json, args, results)
 
 

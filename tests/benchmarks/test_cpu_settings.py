@@ -201,3 +201,17 @@ def test_run_side_records_settings():
                             settings={'allocator': 'glibc'}, out=out)
   assert record['settings'] == {'allocator': 'glibc'}
   assert json.loads(out.getvalue())['settings'] == {'allocator': 'glibc'}
+
+
+def test_settings_lines_under_a_table():
+  def result(flags, allocator):
+    return {'sides': {
+        'vidjax': {'xla_flags': flags, 'settings': {'allocator': 'glibc'}},
+        'torch': {'xla_flags': None, 'settings': {'allocator': allocator}}}}
+  lines = harness.settings_lines([result('--a', 'tcmalloc'),
+                                  result('--a', 'tcmalloc'),
+                                  result('--b', 'jemalloc')])
+  assert lines == ["vidjax ran with: XLA_FLAGS '--a'; allocator glibc",
+                   "vidjax ran with: XLA_FLAGS '--b'; allocator glibc",
+                   'torch ran with: allocator tcmalloc',
+                   'torch ran with: allocator jemalloc']

@@ -115,9 +115,10 @@ def test_summary_rows(tmp_path):
   assert '| s3d | infer | 500.0 | 400.0 | 0.80 | 0.90–1.10 | 2 | 300 |' in text
   assert '| timesformer | train | 2000.0 | 1800.0 | 0.90 |' in text
   assert '| tsm | (not run yet) |' in text
-  assert ('s3d infer torch: XLA_FLAGS None; memory format channels_last_3d; '
+  assert ('s3d: torch ran with: memory format channels_last_3d; '
           'allocator tcmalloc') in text
-  assert 'timesformer train hf: ' in text
+  assert 'timesformer: hf ran with: ' in text
+  assert 's3d: vidjax ran with: allocator glibc' in text
 
 
 def test_bad_flags():
