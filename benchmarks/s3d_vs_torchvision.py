@@ -39,8 +39,8 @@ applies to both sides (the torch side's preloaded allocator, if any, does
 not read it). The default is 'ynn', the measured best flags
 (cpu_settings.BEST_XLA_FLAGS); 'ynn+keepmem' adds glibc told to keep freed
 memory. A default run is 2 kinds x 3 rounds x 2 sides = 12 processes,
-each with its own start-up (and, for vidjax, compilation): ~10 minutes on
-2 cores. Absolute figures want a quiet machine.
+each with its own start-up (and, for vidjax, compilation), half of the old
+default's two settings. Absolute figures want a quiet machine.
 """
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 
 def _result(kind, vidjax_s, peer_s, peer='torch'):
   """One comparison as harness.measure_grid returns it."""
-  side = lambda s, settings: {'median_s': s, 'xla_flags': None,  # pylint: disable=g-long-lambda
-                              'settings': settings}
+  def side(median_s, settings):
+    return {'median_s': median_s, 'xla_flags': None, 'settings': settings}
   return {'setting': 'ynn', 'kind': kind, 'rounds': 2,
           'machine': {'matmul_gflops': 300.0},
           'sides': {'vidjax': side(vidjax_s, {'allocator': 'glibc'}),
@@ -112,7 +112,8 @@ def test_summary_rows(tmp_path):
   out = io.StringIO()
   peers.summary(str(tmp_path), out)
   text = out.getvalue()
-  assert '| s3d | infer | 500.0 | 400.0 | 0.80 | 0.90–1.10 | 2 | 300 |' in text
+  row = '| s3d | infer | 500.0 | 400.0 | 0.80 | 0.90–1.10 | 2 | 300 |'
+  assert row in text
   assert '| timesformer | train | 2000.0 | 1800.0 | 0.90 |' in text
   assert '| tsm | (not run yet) |' in text
   assert ('s3d: torch ran with: memory format channels_last_3d; '
