@@ -164,3 +164,20 @@ def test_the_transformer_side_says_it_has_no_layout(monkeypatch):
   timesformer.hf_side(args)
   assert seen['memory_format'] == timesformer.NO_LAYOUT
   assert seen['allocator'] == cpu_settings.loaded_allocator()
+
+
+def test_no_allocator_library_is_a_note_in_the_header(monkeypatch, tmp_path,
+                                                      capsys):
+  monkeypatch.setattr(cpu_settings, 'LIBRARY_DIRS', (str(tmp_path),))
+  monkeypatch.setattr(harness, 'measure_grid', lambda *a, **k: [])
+  monkeypatch.setattr('sys.argv', ['s3d_vs_torchvision.py', '--rounds=1'])
+  s3d.main()
+  header = capsys.readouterr().out.splitlines()[1]
+  assert header.startswith("torch: layout channels_last; allocator glibc's "
+                           'malloc [tcmalloc or jemalloc not found in ')
+  args = s3d._parse([])
+  _, torch_side = s3d.sides(args, 'ynn', 'infer')
+  # The side still runs, on glibc, with its threads set.
+  assert 'LD_PRELOAD' not in torch_side.env
+  assert torch_side.env['OMP_NUM_THREADS'] == str(
+      len(cpu_settings.physical_cpus()))
