@@ -48,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 400
@@ -100,7 +100,7 @@ def _parse(argv=None):
 
 
 def vidjax_side(args):
-  bench_steps.cpu_only()
+  timed_steps.cpu_only()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
@@ -111,9 +111,9 @@ def vidjax_side(args):
   labels = jnp.arange(args.batch) % NUM_CLASSES
   variables = jax.block_until_ready(jax.jit(model.init)(jax.random.key(1),
                                                         video))
-  step = (bench_steps.vidjax_infer(model, variables, video)
+  step = (timed_steps.vidjax_infer(model, variables, video)
           if args.kind == 'infer' else
-          bench_steps.vidjax_train(model, variables, video, labels))
+          timed_steps.vidjax_train(model, variables, video, labels))
   # XLA:CPU sizes its thread pool to the CPUs this process may use.
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START,
@@ -130,8 +130,8 @@ def torch_side(args):
   model = torchvision.models.video.s3d(num_classes=NUM_CLASSES)
   video = torch.randn(args.batch, 3, args.frames, args.size, args.size)
   labels = torch.arange(args.batch) % NUM_CLASSES
-  step = (bench_steps.torch_infer(model, video) if args.kind == 'infer' else
-          bench_steps.torch_train(model, video, labels))
+  step = (timed_steps.torch_infer(model, video) if args.kind == 'infer' else
+          timed_steps.torch_train(model, video, labels))
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START,
                    threads=torch.get_num_threads(),

@@ -21,7 +21,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from benchmarks import steps as bench_steps  # pylint: disable=wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.parallel import halo  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
@@ -37,7 +37,7 @@ def collectives(args, use_halo: bool) -> dict:
   config.mesh = {'data': args.data, 'time': args.time}
   halo.ENABLED = use_halo
   try:
-    _, compiled = bench_steps.compile_train_step(config, 400)
+    _, compiled = timed_steps.compile_train_step(config, 400)
   finally:
     halo.ENABLED = True
   return aot.parse_collectives(compiled.as_text())

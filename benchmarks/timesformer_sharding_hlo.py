@@ -1,6 +1,6 @@
 """TimeSformer sequence-sharded: the collectives of its train step, per device.
 
-Compiles the TimeSformer train step (vidjax.train.steps.build, what the
+Compiles the TimeSformer train step (vidjax.train.setup.build, what the
 trainer runs) on simulated CPU devices for a (data, time) mesh and prints,
 as a markdown table, the collectives of each compiled HLO by kind: static
 count and result bytes per device. Three programs:
@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections  # pylint: disable=wrong-import-position
 
-from benchmarks import steps as bench_steps  # pylint: disable=wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.models import timesformer  # pylint: disable=wrong-import-position
 from vidjax.parallel import (  # pylint: disable=wrong-import-position
@@ -72,7 +72,7 @@ def compiled_collectives(config, all_to_all=True, devices=None,
   timesformer.TEMPORAL_ALL_TO_ALL = all_to_all
   try:
     mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
-    _, compiled = bench_steps.compile_train_step(config, 400, mesh,
+    _, compiled = timed_steps.compile_train_step(config, 400, mesh,
                                                  **overrides)
   finally:
     timesformer.TEMPORAL_ALL_TO_ALL = True

@@ -34,12 +34,12 @@ import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections  # pylint: disable=wrong-import-position
 
-from benchmarks.steps import compile_train_step  # pylint: disable=wrong-import-position
+from benchmarks.timed_steps import compile_train_step  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.layers import shift as shift_lib  # pylint: disable=wrong-import-position
 from vidjax.parallel import halo  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
-from vidjax.train import steps  # pylint: disable=wrong-import-position
+from vidjax.train import setup as setup_lib  # pylint: disable=wrong-import-position
 
 NUM_CLASSES = 400
 
@@ -181,7 +181,7 @@ def main():
     print(f'| {name} | ' + ' | '.join(cells) + ' |')
 
   # The halo step's permutes, block by block.
-  model = steps.make_model(config, NUM_CLASSES,
+  model = setup_lib.make_model(config, NUM_CLASSES,
                            jax.make_mesh((args.data, args.time),
                                          ('data', 'time')))
   clip = (args.batch, args.frames, args.size, args.size, 3)
@@ -204,7 +204,7 @@ def main():
   # What a real step sends: shapes only, no compile.
   full = tsm_config(data=args.data, time=args.time, frames=8, size=224,
                     width=64, batch=args.full_batch)
-  full_model = steps.make_model(full, NUM_CLASSES, jax.make_mesh(
+  full_model = setup_lib.make_model(full, NUM_CLASSES, jax.make_mesh(
       (args.data, args.time), ('data', 'time')))
   cost = exchange_bytes(full_model, (args.full_batch, 8, 224, 224, 3),
                         args.data)

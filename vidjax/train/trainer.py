@@ -24,10 +24,10 @@ from vidjax.train import checkpoint, evaluate, report
 from vidjax.train import init_from as init_from_lib
 from vidjax.train import periodic_eval
 from vidjax.train import preemption
-from vidjax.train import steps as steps_lib
+from vidjax.train import setup as setup_lib
 
 
-TrainState = steps_lib.TrainState
+TrainState = setup_lib.TrainState
 
 # Exit status after a preemption save: sysexits' EX_TEMPFAIL, "try again".
 # launch/tpu_vm.py reruns the same command on it, which resumes exactly.
@@ -211,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   for key in ('batch_size', 'eval_batch_size'):
     mesh_lib.check_batch(config[key], mesh, key)
   total_steps = config.total_steps
-  setup = steps_lib.build(config, meta.num_classes, mesh)
+  setup = setup_lib.build(config, meta.num_classes, mesh)
   model = setup.model
   rng = jax.random.key(config.seed)
   num_params = complexity.count_params(setup.abstract_state.params)
