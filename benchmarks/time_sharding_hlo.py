@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from benchmarks import timed_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
-from vidjax.parallel import halo  # pylint: disable=wrong-import-position
+from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
 
 
@@ -35,11 +35,9 @@ def collectives(args, use_halo: bool) -> dict:
   config.data.crop_size = args.size
   config.batch_size = args.batch
   config.mesh = {'data': args.data, 'time': args.time}
-  halo.ENABLED = use_halo
-  try:
+  # A fresh step, traced inside the switch (parallel/comparison.py).
+  with comparison.partitioner_only(not use_halo):
     _, compiled = timed_steps.compile_train_step(config, 400)
-  finally:
-    halo.ENABLED = True
   return aot.parse_collectives(compiled.as_text())
 
 

@@ -3,7 +3,7 @@
 Compiles the TSM-R50 train step (tiny width) on simulated CPU devices for a
 (data, time) mesh twice, with vidjax's halo exchange (the temporal shift's
 boundary frame by `ppermute`, vidjax/parallel/halo.py) and with
-`halo.ENABLED = False` (the partitioner alone), and prints the collectives
+`comparison.partitioner_only()` (the partitioner alone), and prints the collectives
 of each compiled HLO by kind, count x bytes per device, as a markdown table;
 then the collective-permutes of the halo step block by block, and what the
 same exchange moves in a real step (computed from the model's shapes, no
@@ -37,7 +37,7 @@ import ml_collections  # pylint: disable=wrong-import-position
 from benchmarks.timed_steps import compile_train_step  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.layers import shift as shift_lib  # pylint: disable=wrong-import-position
-from vidjax.parallel import halo  # pylint: disable=wrong-import-position
+from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
 from vidjax.train import setup as setup_lib  # pylint: disable=wrong-import-position
 
@@ -125,11 +125,9 @@ def permutes(hlo: str) -> list[Permute]:
 
 
 def collectives(config, use_halo: bool) -> tuple[dict, str]:
-  halo.ENABLED = use_halo
-  try:
+  # A fresh step, traced inside the switch (parallel/comparison.py).
+  with comparison.partitioner_only(not use_halo):
     _, compiled = compile_train_step(config, NUM_CLASSES)
-  finally:
-    halo.ENABLED = True
   hlo = compiled.as_text()
   return aot.parse_collectives(hlo), hlo
 

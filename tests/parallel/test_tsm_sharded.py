@@ -39,7 +39,6 @@ from tests.parallel.test_sharded_step import assert_trees_close
 from tests.parallel.test_sharded_step import collectives
 from vidjax.models import create_model
 from vidjax.models import resnet
-from vidjax.parallel import halo
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.parallel import rules as rules_lib
 from vidjax.errors import VidjaxError
