@@ -1,14 +1,15 @@
-"""What time sharding costs in collectives: halo exchange vs the partitioner.
+"""What time sharding costs S3D-G in collectives: halo exchange vs partitioner.
 
 Compiles the S3D-G train step on simulated CPU devices for a (data, time)
 mesh twice, with vidjax's shard_map halo exchange (vidjax/parallel/halo.py)
-and with the partitioner left alone, and prints the collectives of each
-compiled HLO by kind: count and bytes per device. No timing: this is about
-what the mesh does, read from the HLO (docs/scale.md).
+and inside `comparison.partitioner_only()` (the partitioner alone), and
+prints the collectives of each compiled HLO by kind: count and bytes per
+device. No timing: this is about what the mesh does, read from the HLO
+(docs/scale.md).
 
-  bash run.sh python benchmarks/time_sharding_hlo.py            # tiny, ~1 min
-  bash run.sh python benchmarks/time_sharding_hlo.py --frames=64 --size=224 \
-      --depth=1.0 --batch=8                                      # full size, slow
+  bash run.sh python benchmarks/s3dg_time_sharding_hlo.py     # tiny, ~1 min
+  bash run.sh python benchmarks/s3dg_time_sharding_hlo.py --frames=64 \
+      --size=224 --depth=1.0 --batch=8                         # full size, slow
 """
 import argparse
 import os
