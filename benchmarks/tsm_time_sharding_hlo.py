@@ -2,12 +2,12 @@
 
 Compiles the TSM-R50 train step (tiny width) on simulated CPU devices for a
 (data, time) mesh twice, with vidjax's halo exchange (the temporal shift's
-boundary frame by `ppermute`, vidjax/parallel/halo.py) and with
-`comparison.partitioner_only()` (the partitioner alone), and prints the collectives
-of each compiled HLO by kind, count x bytes per device, as a markdown table;
-then the collective-permutes of the halo step block by block, and what the
-same exchange moves in a real step (computed from the model's shapes, no
-compile). No timing: this is about what the mesh does (docs/scale.md).
+boundary frame by `ppermute`, vidjax/parallel/halo.py) and inside
+`comparison.partitioner_only()` (the partitioner alone), and prints the
+collectives of each compiled HLO by kind, count x bytes per device, as a
+markdown table; then the collective-permutes of the halo step block by
+block, and what the same exchange moves in a real step (computed from the
+model's shapes, no compile). No timing: this is about what the mesh does (docs/scale.md).
 
   bash run.sh python benchmarks/tsm_time_sharding_hlo.py        # tiny, ~1 min
   bash run.sh python benchmarks/tsm_time_sharding_hlo.py --full_batch=16
@@ -180,8 +180,8 @@ def main():
 
   # The halo step's permutes, block by block.
   model = setup_lib.make_model(config, NUM_CLASSES,
-                           jax.make_mesh((args.data, args.time),
-                                         ('data', 'time')))
+                               jax.make_mesh((args.data, args.time),
+                                             ('data', 'time')))
   clip = (args.batch, args.frames, args.size, args.size, 3)
   inputs = shift_inputs(model, clip)
   found = permutes(rows['halo shift (vidjax)'][1])

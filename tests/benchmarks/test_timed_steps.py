@@ -1,4 +1,4 @@
-"""benchmarks/timed_steps.py's data-parallel steps equal its one-device timed_steps."""
+"""benchmarks/timed_steps.py: data-parallel steps equal one-device steps."""
 import chex
 import jax
 import numpy as np

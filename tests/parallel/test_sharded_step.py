@@ -179,8 +179,8 @@ def test_batch_norm_over_groups_of_devices():
   """bn_sync_devices=4 on 8 devices: two groups of four clips, each
   normalised by its own statistics, as if run alone."""
   # No dropout: its keys depend on the batch position, BN's groups do not.
-  grouped = setup_lib.build(tiny_config(8, 1, bn_sync_devices=4), NUM_CLASSES,
-                        dropout_rate=0.0)
+  grouped = setup_lib.build(tiny_config(8, 1, bn_sync_devices=4),
+                            NUM_CLASSES, dropout_rate=0.0)
   assert grouped.model.bn_groups == 2
   mesh1 = mesh_lib.make_mesh({'data': 1}, devices=jax.devices()[:1])
   alone = setup_lib.build(tiny_config(), NUM_CLASSES, mesh1, dropout_rate=0.0)

@@ -104,7 +104,7 @@ def test_train_step_equals_single_device(initial_state, batch):
   """Float64 arithmetic, float32 state: every leaf and metric to 1e-5."""
   with jax.enable_x64(True):
     reference = setup_lib.build(config(1, 1), NUM_CLASSES, one_device(),
-                            dtype=jnp.float64)
+                                dtype=jnp.float64)
     sharded = setup_lib.build(config(), NUM_CLASSES, dtype=jnp.float64)
     assert dict(sharded.mesh.shape) == {'data': DATA, 'time': TIME}
     expected, expected_sums = run_step(reference, reference.train_step,
@@ -273,7 +273,7 @@ def test_clip_not_dividing_the_time_axis_is_one_clear_error():
 def test_exchange_bytes_of_a_real_step():
   """The figure docs/scale.md quotes, from the shapes (no compile)."""
   model = setup_lib.make_model(config(width=64, size=224), 400,
-                           jax.make_mesh((DATA, TIME), ('data', 'time')))
+                               jax.make_mesh((DATA, TIME), ('data', 'time')))
   cost = bench.exchange_bytes(model, (8, 8, 224, 224, 3), DATA)
   # Per clip per direction, forward: one frame's C/8 channels at every
   # shifted block = 702,464 floats.
