@@ -35,7 +35,7 @@ esac
 
 python="${PYTHON:-python3}"
 cache="${VIDJAX_CACHE:-$HOME/.cache/vidjax}"
-reqs="$("$python" "$here/launch/requirements.py" "$here/pyproject.toml" "$extras")"
+reqs="$("$python" "$here/run_requirements.py" "$here/pyproject.toml" "$extras")"
 key="$(printf '%s' "$reqs" | sha256sum | cut -c1-16)"
 venv="$cache/venv-$key"
 

@@ -56,7 +56,7 @@ sys.path.insert(0, REPO)
 
 from benchmarks import cpu_settings  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 400
@@ -109,7 +109,7 @@ def _parse(argv=None):
 
 
 def vidjax_side(args):
-  bench_steps.cpu_only()
+  timed_steps.cpu_only()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
@@ -120,9 +120,9 @@ def vidjax_side(args):
   labels = jnp.arange(args.batch) % NUM_CLASSES
   variables = jax.block_until_ready(jax.jit(model.init)(jax.random.key(1),
                                                         video))
-  step = (bench_steps.vidjax_infer(model, variables, video)
+  step = (timed_steps.vidjax_infer(model, variables, video)
           if args.kind == 'infer' else
-          bench_steps.vidjax_train(model, variables, video, labels))
+          timed_steps.vidjax_train(model, variables, video, labels))
   # XLA:CPU sizes its thread pool to the CPUs this process may use.
   threads = len(os.sched_getaffinity(0))
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
@@ -154,8 +154,8 @@ def torch_side(args):
   import torchvision  # pylint: disable=g-import-not-at-top
 
   model, video, labels = torch_model_and_data(args)
-  step = (bench_steps.torch_infer(model, video) if args.kind == 'infer' else
-          bench_steps.torch_train(model, video, labels))
+  step = (timed_steps.torch_infer(model, video) if args.kind == 'infer' else
+          timed_steps.torch_train(model, video, labels))
   threads = torch.get_num_threads()
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START, threads=threads,

@@ -1,14 +1,14 @@
 """TimeSformer sequence-sharded: the collectives of its train step, per device.
 
-Compiles the TimeSformer train step (vidjax.train.steps.build, what the
+Compiles the TimeSformer train step (vidjax.train.setup.build, what the
 trainer runs) on simulated CPU devices for a (data, time) mesh and prints,
 as a markdown table, the collectives of each compiled HLO by kind: static
 count and result bytes per device. Three programs:
 
   divided, all-to-all    the temporal step's time split swapped for a patch
                          split and back (vidjax/models/timesformer.py)
-  divided, partitioner   the same with TEMPORAL_ALL_TO_ALL off: the
-                         partitioner alone places the temporal attention
+  divided, partitioner   the same inside comparison.partitioner_only():
+                         the partitioner alone places the temporal attention
   joint                  joint space-time attention, left to the partitioner
 
 Then, from shapes, what the all-to-all scheme moves per device per train
@@ -41,11 +41,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections  # pylint: disable=wrong-import-position
 
-from benchmarks import steps as bench_steps  # pylint: disable=wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
-from vidjax.models import timesformer  # pylint: disable=wrong-import-position
-from vidjax.parallel import (  # pylint: disable=wrong-import-position
-    mesh as mesh_lib)
+from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
+from vidjax.parallel import mesh as mesh_lib  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
 
 TINY = dict(embed_dim=16, depth=2, num_heads=2, patch_size=8, image_size=32,
@@ -69,13 +68,11 @@ def compiled_collectives(config, all_to_all=True, devices=None,
                          **overrides) -> dict:
   """The collectives of config's compiled train step (and, on TPU
   devices, its HBM total per chip under 'memory')."""
-  timesformer.TEMPORAL_ALL_TO_ALL = all_to_all
-  try:
+  # A fresh step, traced inside the switch (parallel/comparison.py).
+  with comparison.partitioner_only(not all_to_all):
     mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
-    _, compiled = bench_steps.compile_train_step(config, 400, mesh,
+    _, compiled = timed_steps.compile_train_step(config, 400, mesh,
                                                  **overrides)
-  finally:
-    timesformer.TEMPORAL_ALL_TO_ALL = True
   found = aot.parse_collectives(compiled.as_text())
   if devices is not None:
     m = compiled.memory_analysis()

@@ -9,7 +9,7 @@ Same network on both sides: TimeSformer-Base with divided space-time
 attention, 8×224² clips, 400 classes, the same batch; vidjax's
 `timesformer` against `transformers.TimesformerForVideoClassification` with
 its default config (the same model), randomly initialised. 'infer' is an
-eval forward, 'train' forward + backward + SGD (benchmarks/steps.py).
+eval forward, 'train' forward + backward + SGD (benchmarks/timed_steps.py).
 
 `--precision`: float32 on both sides, or bfloat16 compute with float32
 parameters, each framework's own way: vidjax's `dtype=bfloat16`, and
@@ -47,7 +47,7 @@ sys.path.insert(0, REPO)
 
 from benchmarks import cpu_settings  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 400
@@ -88,7 +88,7 @@ def _parse(argv=None):
 
 
 def vidjax_side(args):
-  bench_steps.cpu_only()
+  timed_steps.cpu_only()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
@@ -99,9 +99,9 @@ def vidjax_side(args):
   labels = jnp.arange(args.batch) % NUM_CLASSES
   variables = jax.block_until_ready(jax.jit(model.init)(jax.random.key(1),
                                                         video))
-  step = (bench_steps.vidjax_infer(model, variables, video)
+  step = (timed_steps.vidjax_infer(model, variables, video)
           if args.kind == 'infer' else
-          bench_steps.vidjax_train(model, variables, video, labels))
+          timed_steps.vidjax_train(model, variables, video, labels))
   threads = len(os.sched_getaffinity(0))
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START, threads=threads,
@@ -136,8 +136,8 @@ def hf_side(args):
   video = torch.randn(args.batch, 8, 3, 224, 224)
   labels = torch.arange(args.batch) % NUM_CLASSES
   wrapped = _Logits(model, autocast=args.precision == 'bfloat16')
-  step = (bench_steps.torch_infer(wrapped, video) if args.kind == 'infer'
-          else bench_steps.torch_train(wrapped, video, labels))
+  step = (timed_steps.torch_infer(wrapped, video) if args.kind == 'infer'
+          else timed_steps.torch_train(wrapped, video, labels))
   threads = torch.get_num_threads()
   harness.run_side(step, warmup=args.warmup, iters=args.iters,
                    setup_s=time.perf_counter() - _START, threads=threads,

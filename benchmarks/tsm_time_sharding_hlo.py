@@ -2,12 +2,12 @@
 
 Compiles the TSM-R50 train step (tiny width) on simulated CPU devices for a
 (data, time) mesh twice, with vidjax's halo exchange (the temporal shift's
-boundary frame by `ppermute`, vidjax/parallel/halo.py) and with
-`halo.ENABLED = False` (the partitioner alone), and prints the collectives
-of each compiled HLO by kind, count x bytes per device, as a markdown table;
-then the collective-permutes of the halo step block by block, and what the
-same exchange moves in a real step (computed from the model's shapes, no
-compile). No timing: this is about what the mesh does (docs/scale.md).
+boundary frame by `ppermute`, vidjax/parallel/halo.py) and inside
+`comparison.partitioner_only()` (the partitioner alone), and prints the
+collectives of each compiled HLO by kind, count x bytes per device, as a
+markdown table; then the collective-permutes of the halo step block by
+block, and what the same exchange moves in a real step (computed from the
+model's shapes, no compile). No timing: this is about what the mesh does (docs/scale.md).
 
   bash run.sh python benchmarks/tsm_time_sharding_hlo.py        # tiny, ~1 min
   bash run.sh python benchmarks/tsm_time_sharding_hlo.py --full_batch=16
@@ -34,12 +34,12 @@ import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections  # pylint: disable=wrong-import-position
 
-from benchmarks.steps import compile_train_step  # pylint: disable=wrong-import-position
+from benchmarks.timed_steps import compile_train_step  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.layers import shift as shift_lib  # pylint: disable=wrong-import-position
-from vidjax.parallel import halo  # pylint: disable=wrong-import-position
+from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
-from vidjax.train import steps  # pylint: disable=wrong-import-position
+from vidjax.train import setup as setup_lib  # pylint: disable=wrong-import-position
 
 NUM_CLASSES = 400
 
@@ -125,11 +125,9 @@ def permutes(hlo: str) -> list[Permute]:
 
 
 def collectives(config, use_halo: bool) -> tuple[dict, str]:
-  halo.ENABLED = use_halo
-  try:
+  # A fresh step, traced inside the switch (parallel/comparison.py).
+  with comparison.partitioner_only(not use_halo):
     _, compiled = compile_train_step(config, NUM_CLASSES)
-  finally:
-    halo.ENABLED = True
   hlo = compiled.as_text()
   return aot.parse_collectives(hlo), hlo
 
@@ -181,9 +179,9 @@ def main():
     print(f'| {name} | ' + ' | '.join(cells) + ' |')
 
   # The halo step's permutes, block by block.
-  model = steps.make_model(config, NUM_CLASSES,
-                           jax.make_mesh((args.data, args.time),
-                                         ('data', 'time')))
+  model = setup_lib.make_model(config, NUM_CLASSES,
+                               jax.make_mesh((args.data, args.time),
+                                             ('data', 'time')))
   clip = (args.batch, args.frames, args.size, args.size, 3)
   inputs = shift_inputs(model, clip)
   found = permutes(rows['halo shift (vidjax)'][1])
@@ -204,7 +202,7 @@ def main():
   # What a real step sends: shapes only, no compile.
   full = tsm_config(data=args.data, time=args.time, frames=8, size=224,
                     width=64, batch=args.full_batch)
-  full_model = steps.make_model(full, NUM_CLASSES, jax.make_mesh(
+  full_model = setup_lib.make_model(full, NUM_CLASSES, jax.make_mesh(
       (args.data, args.time), ('data', 'time')))
   cost = exchange_bytes(full_model, (args.full_batch, 8, 224, 224, 3),
                         args.data)

@@ -8,7 +8,7 @@ Same network on both sides: ResNet-50 v1.5 with 1/8 of the channels shifted
 each way before conv1 of every block ('blockres'), TSN's head, 400 classes;
 vidjax's `tsm_r50` against benchmarks/torch_tsm.py (torchvision's resnet50
 with the official shift wrapper). Clips of 8 segments × 224², float32, the
-same batch. Kinds (benchmarks/steps.py): 'infer' (eval forward), 'train'
+same batch. Kinds (benchmarks/timed_steps.py): 'infer' (eval forward), 'train'
 (forward + backward + SGD) and 'stream', the online model
 (`tsm_online_r50`; online_demo's buffers in PyTorch) fed one 224² frame of
 one stream per step, in frames per second.
@@ -31,7 +31,7 @@ for dots and reductions, the measured best flags, see
 s3d_vs_torchvision.py; 'default': XLA's own).
 Asked for by name only: 'dp2' and 'ynn-dp2' also give XLA:CPU two host
 devices and split the batch over them, data parallel
-(steps.host_data_parallel), because YNNPACK runs the 64-channel convs on
+(timed_steps.host_data_parallel), because YNNPACK runs the 64-channel convs on
 one thread and two concurrent halves of the batch fill both cores. PyTorch
 keeps its one process with intra-op threads, as a user runs it. The
 stream kind has one stream, so it stays on one device.
@@ -50,12 +50,12 @@ sys.path.insert(0, REPO)
 
 from benchmarks import cpu_settings  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 400
 _YNN = cpu_settings.BEST_XLA_FLAGS
-# Two host devices, the batch split over them: see steps.host_data_parallel.
+# Two host devices, the batch split over them: see timed_steps.host_data_parallel.
 _TWO_DEVICES = '--xla_force_host_platform_device_count=2'
 XLA_SETTINGS = {
     'default': '',
@@ -95,7 +95,7 @@ def _parse(argv=None):
 
 
 def vidjax_side(args):
-  bench_steps.cpu_only()
+  timed_steps.cpu_only()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
@@ -112,11 +112,11 @@ def vidjax_side(args):
                                                         video))
   # One stream is one frame: nothing to split, so it runs on one device.
   parallel = (None if args.kind == 'stream'
-              else bench_steps.host_data_parallel(args.batch))
+              else timed_steps.host_data_parallel(args.batch))
   if args.kind == 'infer':
-    step = bench_steps.vidjax_infer(model, variables, video, parallel)
+    step = timed_steps.vidjax_infer(model, variables, video, parallel)
   elif args.kind == 'train':
-    step = bench_steps.vidjax_train(model, variables, video, labels, parallel)
+    step = timed_steps.vidjax_train(model, variables, video, labels, parallel)
   else:
     frame = video[:1, 0]
     state = [resnet.init_stream_state(model, variables, frame.shape)]
@@ -160,12 +160,12 @@ def torch_side(args):
 
   model, video, labels = torch_model_and_data(args)
   if args.kind == 'infer':
-    step = bench_steps.torch_infer(model, video)
+    step = timed_steps.torch_infer(model, video)
   elif args.kind == 'train':
-    step = bench_steps.torch_train(model, video, labels)
+    step = timed_steps.torch_train(model, video, labels)
   else:
     frame = video[:1, :1]
-    step = bench_steps.torch_infer(model, frame)  # The buffers carry over.
+    step = timed_steps.torch_infer(model, frame)  # The buffers carry over.
   threads = torch.get_num_threads()
   harness.run_side(step, warmup=args.warmup, iters=_iters(args),
                    setup_s=time.perf_counter() - _START, threads=threads,

@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import steps as bench_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vidjax.errors import VidjaxError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 INPUT_SHAPE = (16, 56, 56, 64)
@@ -74,7 +74,7 @@ def side(args):
   if args.cpus == 'one':
     # Before jax starts its thread pools, which size themselves by this.
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  bench_steps.cpu_only()
+  timed_steps.cpu_only()
   import jax  # pylint: disable=g-import-not-at-top
 
   features, extra = CASES[args.case]

@@ -9,7 +9,7 @@ import pytest
 
 from configs import demo
 from vidjax.data import pipeline
-from vidjax.data import steps as steps_lib
+from vidjax.data import pipeline_steps
 from vidjax.models import create_model
 from vidjax.models import registry
 from vidjax.train import optim
@@ -41,8 +41,8 @@ def test_config_resolves(name):
   assert 'sample_dense' in data.train_steps and 'sample_dense' in data.eval_steps
   assert round(data.crop_size * data.eval_resize_ratio) == 256
   pipeline._check_args(data, config.batch_size, 0, 0, 1)
-  steps_lib.resolve(data, True)
-  steps_lib.resolve(data, False)
+  pipeline_steps.resolve(data, True)
+  pipeline_steps.resolve(data, False)
   assert pipeline.normalization(data) == ((0.5,) * 3, (0.5,) * 3)
   create_model(config.model_name, num_classes=num_classes,
                **config.model.to_dict())
@@ -96,8 +96,8 @@ def test_tsm_config_resolves(name, arg, dataset, segments, sampling):
   if sampling == 'dense':  # The official stride: 64 // T.
     assert data.frame_stride == 64 // segments
   pipeline._check_args(data, config.batch_size, 0, 0, 1)
-  steps_lib.resolve(data, True)
-  steps_lib.resolve(data, False)
+  pipeline_steps.resolve(data, True)
+  pipeline_steps.resolve(data, False)
   assert pipeline.normalization(data) == pipeline.normalization(
       {'normalization': registry.get_spec(config.model_name).normalization})
   assert data.horizontal_flip is (dataset == 'kinetics400')
@@ -132,8 +132,8 @@ def test_timesformer_config_resolves(name, arg, dataset, frames, crop):
   assert (data.name, data.num_frames, data.crop_size) == (dataset, frames,
                                                           crop)
   pipeline._check_args(data, config.batch_size, 0, 0, 1)
-  steps_lib.resolve(data, True)
-  steps_lib.resolve(data, False)
+  pipeline_steps.resolve(data, True)
+  pipeline_steps.resolve(data, False)
   spec = registry.get_spec(config.model_name)
   assert spec.family == 'timesformer'
   assert pipeline.normalization(data) == ((0.45,) * 3, (0.225,) * 3)

@@ -22,7 +22,7 @@ from vidjax.data import pipeline  # noqa: F401  TF loads here, not mid-test.
 from vidjax.data import video_io
 from vidjax.models import create_model
 from vidjax.train import checkpoint as checkpoint_lib
-from vidjax.train import steps
+from vidjax.train import setup as setup_lib
 
 NAME, WIDTH, CLASSES, SIZE, FRAMES = 'tsm_online_r18', 8, 5, 32, 6
 CLASS_NAMES = ('archery', 'bowling', 'cooking', 'dancing', 'eating')
@@ -204,7 +204,7 @@ def test_cli_reads_a_trainer_workdir(capfd, files, variables):
   """The trainer's own save (TrainState with an optimizer state)."""
   workdir = files['root'] / 'workdir'
   params = jax.tree.map(jnp.asarray, variables['params'])
-  state = steps.TrainState(
+  state = setup_lib.TrainState(
       step=jnp.asarray(7, jnp.int32), params=params,
       batch_stats=jax.tree.map(jnp.asarray, variables['batch_stats']),
       opt_state=optax.sgd(0.1, momentum=0.9).init(params))

@@ -7,7 +7,7 @@ import pytest
 from tests.parallel.test_sharded_step import NUM_CLASSES, tiny_config
 from vidjax.parallel import rules
 from vidjax.parallel import state as state_lib
-from vidjax.train import steps
+from vidjax.train import setup as setup_lib
 
 MESH = {'data': 2, 'time': 4}
 
@@ -26,7 +26,7 @@ def test_fit_spec(shape, spec, expected):
 
 
 def flat_specs(config):
-  setup = steps.build(config, NUM_CLASSES)
+  setup = setup_lib.build(config, NUM_CLASSES)
   return {jax.tree_util.keystr(path, simple=True, separator='/'): s.spec
           for path, s in jax.tree_util.tree_leaves_with_path(
               setup.state_sharding)}, setup
@@ -62,7 +62,7 @@ def test_fsdp_shards_large_leaves_over_data():
   config = tiny_config(2, 4, fsdp=True)
   config.model.depth_multiplier = 1.0  # Leaves large enough to shard.
   config.data.crop_size = 32
-  setup = steps.build(config, NUM_CLASSES)
+  setup = setup_lib.build(config, NUM_CLASSES)
   flat = flax.traverse_util.flatten_dict(setup.state_sharding.params)
   shapes = flax.traverse_util.flatten_dict(setup.abstract_state.params)
   sharded = 0

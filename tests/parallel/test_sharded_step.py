@@ -27,7 +27,7 @@ import pytest
 from configs import demo
 from vidjax import VidjaxError
 from vidjax.parallel import mesh as mesh_lib
-from vidjax.train import steps
+from vidjax.train import setup as setup_lib
 
 NUM_CLASSES = 13
 BATCH = 8
@@ -94,7 +94,7 @@ def relative_errors(actual, expected):
 def single_device():
   """The reference, and the rounding floor of each state leaf."""
   mesh = mesh_lib.make_mesh({'data': 1}, devices=jax.devices()[:1])
-  setup = steps.build(tiny_config(), NUM_CLASSES, mesh, **NO_DROPOUT)
+  setup = setup_lib.build(tiny_config(), NUM_CLASSES, mesh, **NO_DROPOUT)
   reference = run_two_steps(setup)
   reordered = run_two_steps(setup, order=np.array([3, 1, 7, 0, 5, 2, 6, 4]))
   floor = max(jax.tree.leaves(relative_errors(reordered[0], reference[0])))
@@ -122,7 +122,7 @@ def collectives(hlo: str) -> dict[str, int]:
 
 @pytest.mark.parametrize('data,time', MESHES)
 def test_sharded_step_equals_single_device(single_device, data, time):
-  setup = steps.build(tiny_config(data, time), NUM_CLASSES, **NO_DROPOUT)
+  setup = setup_lib.build(tiny_config(data, time), NUM_CLASSES, **NO_DROPOUT)
   assert dict(setup.mesh.shape) == {'data': data, 'time': time}
   state, sums, log_probs = run_two_steps(setup)
   (expected_state, expected_sums, expected_log_probs), floor = single_device
@@ -139,7 +139,7 @@ def test_sharded_step_equals_single_device(single_device, data, time):
 def test_time_axis_really_splits_the_clip():
   # NO_DROPOUT: the program of the (2, 4) step test, which the compilation
   # cache then serves.
-  setup = steps.build(tiny_config(2, 4), NUM_CLASSES, **NO_DROPOUT)
+  setup = setup_lib.build(tiny_config(2, 4), NUM_CLASSES, **NO_DROPOUT)
   with setup.context():
     compiled = setup.train_step.lower(
         setup.abstract_state, setup.abstract_batch(BATCH),
@@ -179,11 +179,11 @@ def test_batch_norm_over_groups_of_devices():
   """bn_sync_devices=4 on 8 devices: two groups of four clips, each
   normalised by its own statistics, as if run alone."""
   # No dropout: its keys depend on the batch position, BN's groups do not.
-  grouped = steps.build(tiny_config(8, 1, bn_sync_devices=4), NUM_CLASSES,
-                        dropout_rate=0.0)
+  grouped = setup_lib.build(tiny_config(8, 1, bn_sync_devices=4),
+                            NUM_CLASSES, dropout_rate=0.0)
   assert grouped.model.bn_groups == 2
   mesh1 = mesh_lib.make_mesh({'data': 1}, devices=jax.devices()[:1])
-  alone = steps.build(tiny_config(), NUM_CLASSES, mesh1, dropout_rate=0.0)
+  alone = setup_lib.build(tiny_config(), NUM_CLASSES, mesh1, dropout_rate=0.0)
   batch = batch_of(1)
   rng = jax.random.key(0)
 
@@ -243,7 +243,7 @@ def test_rules_naming_an_unknown_axis():
   config = tiny_config(data=-1, logical_axis_rules=(('batch', 'data'),
                                                     ('time', 'space')))
   with pytest.raises(VidjaxError, match="unknown mesh axis 'space'"):
-    steps.build(config, NUM_CLASSES)
+    setup_lib.build(config, NUM_CLASSES)
   config = tiny_config(data=-1, logical_axis_rules=(('frames', 'time'),))
   with pytest.raises(VidjaxError, match="unknown logical axis 'frames'"):
-    steps.build(config, NUM_CLASSES)
+    setup_lib.build(config, NUM_CLASSES)

@@ -23,10 +23,10 @@ import pytest
 from configs import demo
 from tests.parallel.test_sharded_step import (
     assert_arrays_close, assert_trees_close, collectives, relative_errors)
-from vidjax.models import timesformer
+from vidjax.parallel import comparison
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.tools import aot
-from vidjax.train import steps
+from vidjax.train import setup as setup_lib
 
 NUM_CLASSES = 13
 BATCH, FRAMES, SIZE = 4, 8, 32
@@ -79,7 +79,7 @@ def with_random_zero_params(setup, state):
 def run(scheme, data, time, devices=None):
   """(initial state, final state, [sums], log_probs, optimized HLO)."""
   mesh = mesh_lib.make_mesh({'data': data, 'time': time}, devices=devices)
-  setup = steps.build(tiny_config(scheme, data, time), NUM_CLASSES, mesh)
+  setup = setup_lib.build(tiny_config(scheme, data, time), NUM_CLASSES, mesh)
   rng = jax.random.key(0)
   with setup.context():
     compiled = setup.train_step.lower(
@@ -161,15 +161,17 @@ def test_divided_temporal_step_is_an_all_to_all(both):
     assert all('/attn/' in line for line in gathers), gathers
 
 
-def test_partitioner_alone_gathers_keys_and_values(monkeypatch):
+def test_partitioner_alone_gathers_keys_and_values():
   """What the all-to-all replaces: with it off, the temporal attention
   all-gathers K and V along T (the test above is not vacuous)."""
-  monkeypatch.setattr(timesformer, 'TEMPORAL_ALL_TO_ALL', False)
-  setup = steps.build(tiny_config('divided_space_time', 2, 4), NUM_CLASSES)
-  with setup.context():
-    hlo = setup.train_step.lower(
-        setup.abstract_state, setup.abstract_batch(BATCH),
-        jax.ShapeDtypeStruct((), jax.random.key(0).dtype)).compile().as_text()
+  with comparison.partitioner_only():
+    setup = setup_lib.build(tiny_config('divided_space_time', 2, 4),
+                            NUM_CLASSES)
+    with setup.context():
+      hlo = setup.train_step.lower(
+          setup.abstract_state, setup.abstract_batch(BATCH),
+          jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+      ).compile().as_text()
   counts = collectives(hlo)
   assert 'all-to-all' not in counts, counts
   gathers = [line for line in hlo.splitlines() if ' all-gather(' in line]

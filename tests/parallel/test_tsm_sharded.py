@@ -39,11 +39,10 @@ from tests.parallel.test_sharded_step import assert_trees_close
 from tests.parallel.test_sharded_step import collectives
 from vidjax.models import create_model
 from vidjax.models import resnet
-from vidjax.parallel import halo
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.parallel import rules as rules_lib
 from vidjax.errors import VidjaxError
-from vidjax.train import steps
+from vidjax.train import setup as setup_lib
 
 NUM_CLASSES = 13
 BATCH, FRAMES, SIZE = 4, 8, 32
@@ -73,7 +72,7 @@ def batch():
 @pytest.fixture(scope='module')
 def initial_state():
   """One init (float32 state, on the host) shared by every step below."""
-  setup = steps.build(config(1, 1), NUM_CLASSES, one_device())
+  setup = setup_lib.build(config(1, 1), NUM_CLASSES, one_device())
   with setup.context():
     return jax.device_get(setup.init(jax.random.key(0)))
 
@@ -104,9 +103,9 @@ def float32_mesh():
 def test_train_step_equals_single_device(initial_state, batch):
   """Float64 arithmetic, float32 state: every leaf and metric to 1e-5."""
   with jax.enable_x64(True):
-    reference = steps.build(config(1, 1), NUM_CLASSES, one_device(),
-                            dtype=jnp.float64)
-    sharded = steps.build(config(), NUM_CLASSES, dtype=jnp.float64)
+    reference = setup_lib.build(config(1, 1), NUM_CLASSES, one_device(),
+                                dtype=jnp.float64)
+    sharded = setup_lib.build(config(), NUM_CLASSES, dtype=jnp.float64)
     assert dict(sharded.mesh.shape) == {'data': DATA, 'time': TIME}
     expected, expected_sums = run_step(reference, reference.train_step,
                                        initial_state, batch)
@@ -126,7 +125,7 @@ def test_float32_step_forward_equals_single_device(initial_state, batch,
   """The float32 step (the program the HLO test reads): what its forward
   pass determines agrees to 1e-5; its gradients cannot (module doc)."""
   setup, compiled, _ = float32_mesh
-  reference = steps.build(config(1, 1), NUM_CLASSES, one_device())
+  reference = setup_lib.build(config(1, 1), NUM_CLASSES, one_device())
   expected, expected_sums = run_step(reference, reference.train_step,
                                      initial_state, batch)
   state, sums = run_step(setup, compiled, initial_state, batch)
@@ -268,13 +267,13 @@ def test_clip_not_dividing_the_time_axis_is_one_clear_error():
   # times over.
   with pytest.raises(VidjaxError, match=r'num_frames=6 is not divisible by '
                      r'the time axis of the mesh \(4 of'):
-    steps.build(config(frames=6), NUM_CLASSES)
+    setup_lib.build(config(frames=6), NUM_CLASSES)
 
 
 def test_exchange_bytes_of_a_real_step():
   """The figure docs/scale.md quotes, from the shapes (no compile)."""
-  model = steps.make_model(config(width=64, size=224), 400,
-                           jax.make_mesh((DATA, TIME), ('data', 'time')))
+  model = setup_lib.make_model(config(width=64, size=224), 400,
+                               jax.make_mesh((DATA, TIME), ('data', 'time')))
   cost = bench.exchange_bytes(model, (8, 8, 224, 224, 3), DATA)
   # Per clip per direction, forward: one frame's C/8 channels at every
   # shifted block = 702,464 floats.

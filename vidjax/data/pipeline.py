@@ -67,10 +67,10 @@ import math
 
 import tensorflow as tf
 
+from vidjax.data import pipeline_steps
 from vidjax.data import processing
 from vidjax.data import schema
 from vidjax.data import sources
-from vidjax.data import steps as steps_lib
 from vidjax.data import streams
 from vidjax.errors import VidjaxError
 
@@ -78,14 +78,14 @@ from vidjax.errors import VidjaxError
 _RESUME_WARMUP = 8
 
 # The pipeline's parts, under the names callers know from here: the config
-# schema (`schema`, no TensorFlow), the steps (`steps`), skip accounting
-# (`processing`).
+# schema (`schema`, no TensorFlow), the steps (`pipeline_steps`), skip
+# accounting (`processing`).
 SKIP_REASONS = processing.SKIP_REASONS
 COUNT_NAMES = processing.COUNT_NAMES
-STEPS = steps_lib.STEPS
-StepContext = steps_lib.StepContext
-register_step = steps_lib.register_step
-normalization = steps_lib.normalization
+STEPS = pipeline_steps.STEPS
+StepContext = pipeline_steps.StepContext
+register_step = pipeline_steps.register_step
+normalization = pipeline_steps.normalization
 DEFAULT_TRAIN_STEPS = schema.DEFAULT_TRAIN_STEPS
 DEFAULT_EVAL_STEPS = schema.DEFAULT_EVAL_STEPS
 default_data_config = schema.default_data_config
@@ -248,7 +248,7 @@ def build_dataset(
   """
   _check_args(data_config, batch_size, start_step, process_index,
               process_count)
-  steps_lib.resolve(data_config, train)
+  pipeline_steps.resolve(data_config, train)
   source = sources.open_source(data_config)
   shards = list(source.shards(split))
   num_classes = len(source.class_names)

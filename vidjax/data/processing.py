@@ -14,7 +14,7 @@ import sys
 import tensorflow as tf
 
 from vidjax.data import formats
-from vidjax.data import steps as steps_lib
+from vidjax.data import pipeline_steps
 from vidjax.data import tfrecord_reader
 
 # Why a record was skipped; status code i + 1 is SKIP_REASONS[i], 0 is fine.
@@ -65,8 +65,8 @@ def process(index, clip_index, serialized, read_status, *, data_config,
 
 def _process_record(index, clip_index, serialized, *, data_config, train,
                     num_classes, base_seed):
-  steps = steps_lib.resolve(data_config, train)
-  ctx = steps_lib.StepContext(
+  steps = pipeline_steps.resolve(data_config, train)
+  ctx = pipeline_steps.StepContext(
       config=data_config, train=train, num_classes=num_classes,
       key=tf.random.experimental.stateless_fold_in(base_seed, index),
       clip_index=clip_index)

@@ -47,7 +47,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.eval_steps = DEFAULT_EVAL_STEPS
   # Training streams the global batch is drawn from, each reading its own
   # files; None: one per process. Fix it to keep the data order when the
-  # number of hosts changes (vidjax/train/trainer.py: train_stream).
+  # number of hosts changes (vidjax/data/input_shards.py).
   c.input_shards = config_dict.placeholder(int)
   c.num_frames = 8  # Frames per clip (segments, for 'sample_segments').
   c.frame_stride = 2  # 8 frames span 15 of the 17 stored.

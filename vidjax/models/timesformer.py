@@ -58,17 +58,13 @@ from jax.sharding import PartitionSpec as P
 from vidjax.errors import VidjaxError
 from vidjax.layers import attention as attention_lib
 from vidjax.models import registry
+from vidjax.parallel import comparison
 from vidjax.parallel import rules as rules_lib
 
 SCHEMES = ('space_only', 'joint_space_time', 'divided_space_time',
            'local_global', 'axial')
 REMAT = ('none', 'block')
 PATCHES = ('batch', 'time', 'tokens', 'embed')
-
-# False leaves the temporal step's regrouping on a time-sharded mesh to the
-# partitioner; only for measuring what it does alone
-# (benchmarks/timesformer_sharding_hlo.py, docs/timesformer.md).
-TEMPORAL_ALL_TO_ALL = True
 
 # The steps of each scheme's attention half, in order: (name prefix of its
 # norm / attention / output projection, how tokens are grouped). The last
@@ -106,10 +102,10 @@ def _time_swap_spec(shape: tuple[int, ...]) -> P | None:
   None (leave it to the partitioner) without a time axis of size > 1, when
   S does not divide by it, when T does not (`rules.fit_spec` has then put
   the time axis on the batch, so every patch position's frames are already
-  on one device), or with TEMPORAL_ALL_TO_ALL off.
+  on one device), or inside `comparison.partitioner_only()`.
   """
   found = rules_lib.mesh_axis_of('time')
-  if found is None or not TEMPORAL_ALL_TO_ALL:
+  if found is None or not comparison.explicit_collectives():
     return None
   axis, shards = found
   batch, _, _, embed = nn.logical_to_mesh_axes(PATCHES,
@@ -188,7 +184,9 @@ def _group(x: jax.Array, how: str, grid: tuple[int, int]):
 
     def undo(y):
       y = jnp.swapaxes(_split_patches(y), 1, 2)
-      return rules_lib.constrain(y, PATCHES) if TEMPORAL_ALL_TO_ALL else y
+      if not comparison.explicit_collectives():
+        return y
+      return rules_lib.constrain(y, PATCHES)
     return y, undo
   if how == 'frame':       # Each frame over its S patches.
     return x, lambda y: y

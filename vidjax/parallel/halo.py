@@ -27,11 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from vidjax.parallel import comparison
 from vidjax.parallel import rules as rules_lib
-
-# False leaves time-sharded windows to the partitioner; only for measuring
-# what it does alone (benchmarks/time_sharding_hlo.py).
-ENABLED = True
 
 
 def _extend(x, index, lo, hi, pad_value, axis_name, num_shards):
@@ -59,9 +56,12 @@ def _extend(x, index, lo, hi, pad_value, axis_name, num_shards):
 
 def plan(length: int, window: int, stride: int,
          padding: tuple[int, int]) -> tuple[str, int, int] | None:
-  """(mesh axis, left halo, right halo) if the op can run time-sharded."""
+  """(mesh axis, left halo, right halo) if the op can run time-sharded.
+
+  None inside `comparison.partitioner_only()`: the partitioner alone.
+  """
   found = rules_lib.mesh_axis_of('time')
-  if found is None or not ENABLED:
+  if found is None or not comparison.explicit_collectives():
     return None
   axis, shards = found
   lo, hi = padding

@@ -61,7 +61,7 @@ def default_config(bn_sync_devices: int = 0) -> ml_collections.ConfigDict:
     logical_axis_rules: logical name → mesh axis (vidjax/parallel/rules.py).
     fsdp: also shard parameters and optimizer state over 'data'.
     bn_sync_devices: BN statistics over groups of this many devices along
-      'data'; 0: the global batch (vidjax/train/steps.py: bn_groups).
+      'data'; 0: the global batch (vidjax/train/setup.py: bn_groups).
   """
   from vidjax.parallel import rules  # pylint: disable=g-import-not-at-top
   return ml_collections.ConfigDict(dict(

@@ -8,7 +8,7 @@
       --find_max_batch
 
 Like MaxText's train_compile.py: libtpu compiles the config's real train step
-(`vidjax.train.steps.build`, what the trainer runs: the same model, state
+(`vidjax.train.setup.build`, what the trainer runs: the same model, state
 shardings, donated state and optimizer) for a TPU topology that is not
 attached, and the compiled program says, per chip:
 
@@ -432,7 +432,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
     A Report. A program libtpu refuses for lack of HBM gives fits=False and
     the compiler's message, not an exception.
   """
-  from vidjax.train import steps  # pylint: disable=g-import-not-at-top
+  from vidjax.train import setup as setup_lib  # pylint: disable=g-import-not-at-top
   config = copy.deepcopy(config)
   config.unlock()
   lowering, remat, dtype = resolve_options(config, lowering, remat, dtype)
@@ -447,7 +447,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
     overrides['lowering'] = lowering
   else:  # A model without convs to lower (TimeSformer).
     lowering = '-'
-  setup = steps.build(config, num_classes, mesh, **overrides)
+  setup = setup_lib.build(config, num_classes, mesh, **overrides)
   rng = jax.eval_shape(lambda: jax.random.key(0))
   report = Report(
       topology=topology.name + (f' x{topology.num_slices} slices'

@@ -10,11 +10,11 @@ import time
 from etils import epath
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
+from vidjax.data import input_shards
 from vidjax.data import pipeline
 from vidjax.data import sources
 from vidjax.errors import VidjaxError
@@ -24,10 +24,11 @@ from vidjax.train import checkpoint, evaluate, report
 from vidjax.train import init_from as init_from_lib
 from vidjax.train import periodic_eval
 from vidjax.train import preemption
-from vidjax.train import steps as steps_lib
+from vidjax.train import progress as progress_lib
+from vidjax.train import setup as setup_lib
 
 
-TrainState = steps_lib.TrainState
+TrainState = setup_lib.TrainState
 
 # Exit status after a preemption save: sysexits' EX_TEMPFAIL, "try again".
 # launch/tpu_vm.py reruns the same command on it, which resumes exactly.
@@ -63,46 +64,6 @@ def write_json(path: str, payload: dict):
   tmp = epath.Path(f'{path}.tmp')
   tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
   tmp.replace(path)  # Overwrites, unlike rename.
-
-
-class Progress:
-  """One log line per interval: step, loss, steps/s, clips/s and ETA.
-
-  The clock starts when the first step has finished (`started`), so the
-  first report's rate already leaves compilation out; time spent in periodic
-  evaluation is left out too (`pause`), so the ETA is the training's.
-  """
-
-  def __init__(self, first_step: int, total_steps: int, batch_size: int):
-    self.total = total_steps
-    self.batch_size = batch_size
-    self.mark_step, self.mark_time = first_step, None
-    self.first_step_seconds = None
-
-  def started(self, step: int, seconds: float):
-    """The first step (with its compilation) ended at `step`."""
-    self.mark_step, self.mark_time = step, time.monotonic()
-    self.first_step_seconds = seconds
-
-  def pause(self, seconds: float):
-    if self.mark_time is not None:
-      self.mark_time += seconds
-
-  def line(self, step: int, scalars: dict) -> str:
-    now = time.monotonic()
-    if step > self.mark_step:
-      rate = (step - self.mark_step) / max(now - self.mark_time, 1e-9)
-    else:  # A report on the very first step: its time is all there is.
-      rate = 1 / max(self.first_step_seconds or 0.0, 1e-9)
-    self.mark_step, self.mark_time = step, now
-    eta = (self.total - step) / rate if rate > 0 else None
-    eta_text = '?' if eta is None else time.strftime('%M:%S', time.gmtime(eta))
-    if eta is not None and eta >= 3600:
-      eta_text = f'{eta / 3600:.1f}h'
-    return (f'step {step}/{self.total} | loss {scalars["train/loss"]:.4f} | '
-            f'top1 {scalars["train/top1"]:.3f} | lr {scalars["train/lr"]:.4g}'
-            f' | {rate:.2f} steps/s, {rate * self.batch_size:.1f} clips/s | '
-            f'ETA {eta_text}')
 
 
 def _init_from(config, setup, state) -> TrainState:
@@ -145,41 +106,6 @@ def prepare_data(data_config):
     multihost_utils.sync_global_devices('vidjax: dataset rendered')
 
 
-def train_stream(config, start_step: int):
-  """This process's rows of every global training batch, from `start_step`.
-
-  The data order is a pure function of (seed, step) and of the number of
-  input shards, `config.data.input_shards` (default: one per process): the
-  global batch is the concatenation of that many streams, each reading only
-  its own files. A process runs `input_shards / process_count` of them, so
-  one process with input_shards=2 trains on exactly the batches of two
-  processes (tests/parallel/test_multihost.py), and a resumed run sees
-  exactly the batches an uninterrupted one would have.
-  """
-  n_proc, index = jax.process_count(), jax.process_index()
-  shards = int(config.data.get('input_shards') or n_proc)
-  if shards % n_proc or config.batch_size % shards:
-    raise VidjaxError(
-        f'config.data.input_shards={shards} must be a multiple of the '
-        f'{n_proc} processes and divide config.batch_size='
-        f'{config.batch_size}')
-  per_process = shards // n_proc
-  streams = [pipeline.build_dataset(
-      config.data, config.data.train_split, train=True,
-      batch_size=config.batch_size // shards, seed=config.seed,
-      start_step=start_step, process_index=index * per_process + j,
-      process_count=shards).as_numpy_iterator() for j in range(per_process)]
-  while True:
-    parts = [next(s) for s in streams]
-    if len(parts) == 1:
-      yield parts[0]
-      continue
-    batch = {k: np.concatenate([p[k] for p in parts])
-             for k in parts[0] if k != 'counts'}
-    batch['counts'] = sum(p['counts'] for p in parts)
-    yield batch
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict:
   """Trains `config`'s model, checkpointing into `workdir`.
@@ -211,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   for key in ('batch_size', 'eval_batch_size'):
     mesh_lib.check_batch(config[key], mesh, key)
   total_steps = config.total_steps
-  setup = steps_lib.build(config, meta.num_classes, mesh)
+  setup = setup_lib.build(config, meta.num_classes, mesh)
   model = setup.model
   rng = jax.random.key(config.seed)
   num_params = complexity.count_params(setup.abstract_state.params)
@@ -244,8 +170,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # -------------------------------------------------------------- Loop.
   stop = preemption.StopSignal()
   history, interval = [], []
-  progress = Progress(start_step, total_steps, config.batch_size)
-  train_iter = train_stream(config, start_step)
+  progress = progress_lib.TrainProgress(
+      total_steps=total_steps, batch_size=config.batch_size,
+      every_steps=config.log_every_steps, writer=writer)
+  train_iter = input_shards.train_batches(config, start_step)
   step = start_step
   input_counts = None  # Running totals of skipped/padded training records.
   try:
@@ -258,10 +186,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         state, sums = setup.train_step(state, batch, rng)
         interval.append(sums)
         step += 1
-        if step == start_step + 1:
+        reporting = step % config.log_every_steps == 0 or step == total_steps
+        if step == start_step + 1 or reporting:
+          # The clock reads steps that ran, not steps dispatched; a report
+          # waits for them anyway.
           jax.block_until_ready(sums)
+        if step == start_step + 1:
           progress.started(step, time.monotonic() - t0)
-        if step % config.log_every_steps == 0 or step == total_steps:
+        else:
+          progress(step)
+        if reporting:
           # Averages over the whole interval, not the last (noisy) batch.
           interval = jax.device_get(interval)
           count = sum(float(s['count']) for s in interval)

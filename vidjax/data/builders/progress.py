@@ -1,4 +1,10 @@
-"""The conversion's status line: videos done, rate and ETA."""
+"""The conversion's status line: videos done, rate and ETA.
+
+Videos, not training steps (that is train/progress.py, on clu's clock).
+Hand-written rather than tqdm: a log file gets one plain line every 30 s,
+where tqdm would write its carriage-return redraws into it, and resumed
+videos count as done but not towards the rate.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ def format_seconds(s: float) -> str:
   return f'{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}'
 
 
-class Progress:
+class ConversionProgress:
   """One status line: done/total, rate, ETA (stderr; redrawn on a TTY).
 
   Resumed videos count towards done but not towards the rate, so the ETA

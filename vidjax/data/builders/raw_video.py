@@ -246,7 +246,7 @@ class RawVideoBuilder(base.DmvrBuilder):
     todo = [j for j in jobs if not j.finished]
     total = sum(len(j.tasks) for j in jobs)
     already = total - sum(len(j.tasks) for j in todo)
-    progress = progress_lib.Progress(
+    progress = progress_lib.ConversionProgress(
         f'{self.name}/{cfg.name}', total, already) if self.progress else None
     num_videos = total - already
     items = ((task, job.settings, job.split, job.index)

@@ -17,7 +17,7 @@ from vidjax.data.builders import shard_plan
 
 
 def write_shards(jobs: Sequence[shard_plan.ShardJob], results: Iterator,
-                 progress: progress_lib.Progress | None,
+                 progress: progress_lib.ConversionProgress | None,
                  interrupt_after: int | None = None):
   """`results`: (record or None, manifest row) per task, in job order.
 

@@ -1,14 +1,15 @@
-"""What time sharding costs in collectives: halo exchange vs the partitioner.
+"""What time sharding costs S3D-G in collectives: halo exchange vs partitioner.
 
 Compiles the S3D-G train step on simulated CPU devices for a (data, time)
 mesh twice, with vidjax's shard_map halo exchange (vidjax/parallel/halo.py)
-and with the partitioner left alone, and prints the collectives of each
-compiled HLO by kind: count and bytes per device. No timing: this is about
-what the mesh does, read from the HLO (docs/scale.md).
+and inside `comparison.partitioner_only()` (the partitioner alone), and
+prints the collectives of each compiled HLO by kind: count and bytes per
+device. No timing: this is about what the mesh does, read from the HLO
+(docs/scale.md).
 
-  bash run.sh python benchmarks/time_sharding_hlo.py            # tiny, ~1 min
-  bash run.sh python benchmarks/time_sharding_hlo.py --frames=64 --size=224 \
-      --depth=1.0 --batch=8                                      # full size, slow
+  bash run.sh python benchmarks/s3dg_time_sharding_hlo.py     # tiny, ~1 min
+  bash run.sh python benchmarks/s3dg_time_sharding_hlo.py --frames=64 \
+      --size=224 --depth=1.0 --batch=8                         # full size, slow
 """
 import argparse
 import os
@@ -21,9 +22,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from benchmarks import steps as bench_steps  # pylint: disable=wrong-import-position
+from benchmarks import timed_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
-from vidjax.parallel import halo  # pylint: disable=wrong-import-position
+from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
 from vidjax.tools import aot  # pylint: disable=wrong-import-position
 
 
@@ -35,11 +36,9 @@ def collectives(args, use_halo: bool) -> dict:
   config.data.crop_size = args.size
   config.batch_size = args.batch
   config.mesh = {'data': args.data, 'time': args.time}
-  halo.ENABLED = use_halo
-  try:
-    _, compiled = bench_steps.compile_train_step(config, 400)
-  finally:
-    halo.ENABLED = True
+  # A fresh step, traced inside the switch (parallel/comparison.py).
+  with comparison.partitioner_only(not use_halo):
+    _, compiled = timed_steps.compile_train_step(config, 400)
   return aot.parse_collectives(compiled.as_text())
 
 

@@ -143,8 +143,8 @@ def compile_train_step(config, num_classes: int, mesh=None, **overrides):
   config's own by default): what the HLO benchmarks read collectives from.
   Compiles; runs nothing."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vidjax.train import steps  # pylint: disable=g-import-not-at-top
-  setup = steps.build(config, num_classes, mesh, **overrides)
+  from vidjax.train import setup as setup_lib  # pylint: disable=g-import-not-at-top
+  setup = setup_lib.build(config, num_classes, mesh, **overrides)
   with setup.context():
     compiled = setup.train_step.lower(
         setup.abstract_state, setup.abstract_batch(config.batch_size),

@@ -1,7 +1,11 @@
-"""Prints the pip requirement lines of pyproject.toml's dependencies plus extras.
+"""run.sh's helper: prints pyproject.toml's dependency lines plus extras.
 
-Used by run.sh to build (and key the cache of) an environment without
-installing vidjax itself into it. Usage: requirements.py PYPROJECT [extra,extra]
+run.sh installs these lines into its environment (vidjax itself goes on
+PYTHONPATH, not into it) and keys the cached environment by their hash, so
+the output must not change for the same pyproject.toml: a changed line
+would build a new environment.
+
+Usage: python run_requirements.py PYPROJECT [extra,extra]
 """
 import sys
 import tomllib
