@@ -537,7 +537,7 @@ SIZES = {  # All ViT-B/16 (12 blocks of width 768, 12 heads).
 OPTIONS = ('scheme', 'num_frames', 'image_size', 'patch_size', 'embed_dim',
            'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'dropout_rate',
            'attention_dropout_rate', 'drop_path_rate', 'dtype', 'param_dtype',
-           'remat')
+           'kernels', 'remat')
 
 
 def _spec(name: str, size: str, scheme: str = 'divided_space_time'):

@@ -445,7 +445,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
   overrides = dict(remat=remat, dtype=jnp.dtype(dtype))
   if 'kernels' in registry.get_spec(config.model_name).option_names:
     overrides['kernels'] = lowering
-  else:  # A model without convs to lower (TimeSformer).
+  else:  # A model without a kernel set to choose.
     lowering = '-'
   setup = steps.build(config, num_classes, mesh, **overrides)
   rng = jax.eval_shape(lambda: jax.random.key(0))
