@@ -48,6 +48,15 @@ def test_every_model_name_is_written_out():
   assert len(list_models()) == 48
 
 
+def test_each_name_is_a_string_of_its_familys_module():
+  for family in registry.FAMILIES:
+    with open(family.__file__) as f:
+      strings = {node.value for node in ast.walk(ast.parse(f.read()))
+                 if isinstance(node, ast.Constant)}
+    for spec in family.SPECS:
+      assert spec.name in strings, (family.__name__, spec.name)
+
+
 def test_families_do_not_import_the_registry():
   for family in registry.FAMILIES:
     with open(family.__file__) as f:

@@ -51,19 +51,17 @@ class ModelSpec:
     The default is this model's own (`defaults`), else the factory's field
     default: the factory's signature stays the one home of its defaults.
     """
-    fields = {f.name: f for f in dataclasses.fields(self.factory)
-              } if dataclasses.is_dataclass(self.factory) else {}
+    fields = ({f.name: f.default for f in dataclasses.fields(self.factory)}
+              if dataclasses.is_dataclass(self.factory) else {})
     options = {}
     for option in self.option_names:
-      if option in self.defaults:
-        options[option] = self.defaults[option]
-      elif option in fields and fields[option].default is not (
-          dataclasses.MISSING):
-        options[option] = fields[option].default
-      else:
+      default = self.defaults.get(option,
+                                  fields.get(option, dataclasses.MISSING))
+      if default is dataclasses.MISSING:
         raise TypeError(f'{self.factory.__name__} has no default for '
                         f'{option!r}, declared as an option of model '
                         f'{self.name!r}')
+      options[option] = default
     return types.MappingProxyType(options)
 
   def create(self, num_classes: int, **overrides: Any) -> nn.Module:
