@@ -8,7 +8,6 @@
 file; a state dict of numpy arrays converts without it.
 """
 import functools
-import dataclasses
 import json
 import os
 from typing import Any, Callable, Mapping
@@ -116,7 +115,7 @@ def load_torch(name: str, source: Any, **overrides: Any
       weights), a .safetensors file and the official .pyth.
     **overrides: what the checkpoint cannot tell, for converters that take
       options (TimeSformer: num_heads, num_classes, ...; see
-      vidjax/convert/timesformer.py). Others take none.
+      vidjax/convert/timesformer/). Others take none.
 
   Returns:
     (model, variables): `model.apply(variables, video_nthwc, train=False)`
@@ -146,16 +145,15 @@ def model_options(name: str, model: nn.Module) -> dict[str, Any]:
   temporal pooling, width); these must travel with the weights, because the
   same parameter shapes fit models that compute something else.
   """
-  from vidjax.models import create_model  # pylint: disable=g-import-not-at-top
-  default = create_model(name, num_classes=model.num_classes)
+  from vidjax.models import registry  # pylint: disable=g-import-not-at-top
+  spec = registry.get_spec(name)
+  default = spec.create(model.num_classes)
   options = {}
-  for field in dataclasses.fields(model):
-    if field.name in ('parent', 'name', 'num_classes'):
-      continue
-    value = getattr(model, field.name)
+  for option in spec.option_names:  # What a config can set back.
+    value = getattr(model, option)
     if (isinstance(value, (bool, int, float, str)) and
-        value != getattr(default, field.name)):
-      options[field.name] = value
+        value != getattr(default, option)):
+      options[option] = value
   return options
 
 

@@ -1,4 +1,4 @@
 """Video models, created by name."""
-from vidjax.models.registry import create_model, list_models
+from vidjax.models.registry import create_model, get_spec, list_models
 
-__all__ = ['create_model', 'list_models']
+__all__ = ['create_model', 'get_spec', 'list_models']

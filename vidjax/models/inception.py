@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from vidjax.layers import conv as conv_lib
 from vidjax.layers import pool as pool_lib
 from vidjax.layers.gating import SelfGating
-from vidjax.models import registry
+from vidjax.models.spec import ModelSpec
 from vidjax.parallel import rules as rules_lib
 
 REMAT = ('none', 'block', 'full')
@@ -235,28 +235,10 @@ class InceptionVideoNet(nn.Module):
 
 
 # -----------------------------------------------------------------------------
-# The registered models of the family (vidjax/models/registry.py).
+# The models of the family, by name (collected by vidjax/models/registry.py).
 # -----------------------------------------------------------------------------
 
 _N = len(SCHEDULED_BLOCKS)
-_register = functools.partial(registry.register, family='inception',
-                              head='Logits')
-# TF-slim layout (the paper's code): S3D-G and its ablations, trained on
-# [-1, 1] pixels.
-_slim = functools.partial(_register, factory=InceptionVideoNet,
-                          normalization='inception')
-_slim('s3dg', schedule=('sep+gate',) * _N, stem='3d', stem_temporal_kernel=3)
-_slim('s3d', schedule=('sep',) * _N, stem='3d', stem_temporal_kernel=3)
-_slim('i3d', schedule=('3d',) * _N, stem='3d', stem_temporal_kernel=7)
-_slim('i2d', schedule=('2d',) * _N, stem='2d', stem_temporal_kernel=1)
-# torchvision's S3D (`torchvision.models.video.s3d`): separable stem with a
-# temporal kernel of 7, BN after both halves of every separable conv,
-# symmetric padding, no gating. Its checkpoints load into this layout and
-# expect torchvision's Kinetics statistics.
-_register('s3d_torchvision', factory=InceptionVideoNet,
-          normalization='kinetics', schedule=('sep',) * _N, stem='sep',
-          stem_temporal_kernel=7, numerics=conv_lib.TORCHVISION)
-
 
 # The network surgery of Xie et al. (Fig. 2): split the scheduled blocks at a
 # max-pool. Bottom-heavy models keep 3D convs (and a 3D stem) below the split
@@ -276,20 +258,62 @@ def heavy_schedule(kind: str, split: str, bottom: bool) -> tuple[str, ...]:
   return tuple(below if i < first_above else above for i in range(_N))
 
 
-for _split in SPLIT_POINTS:
-  _tag = _split.split('_')[1]  # '3a', '4a', '5a'.
-  for _kind, _family, _stem_kt in (('3d', 'i3d', 7), ('sep', 's3d', 3)):
-    _slim(f'bottom_heavy_{_family}_{_tag}',
-          schedule=heavy_schedule(_kind, _split, bottom=True), stem='3d',
-          stem_temporal_kernel=_stem_kt)
-    _slim(f'top_heavy_{_family}_{_tag}',
-          schedule=heavy_schedule(_kind, _split, bottom=False), stem='2d',
-          stem_temporal_kernel=1)
+# What a config may set (`config.model.*`). `bn_groups` is not among them:
+# the trainer sets it from `config.bn_sync_devices`.
+OPTIONS = ('schedule', 'stem', 'stem_temporal_kernel', 'depth_multiplier',
+           'min_depth', 'numerics', 'gating_bias', 'dropout_rate',
+           'bn_momentum', 'dtype', 'kernels', 'remat')
 
-# Fast-S3D: the paper's speed-oriented S3D, top-heavy with separable convs.
-# Our text of the paper does not pin its split; we take MaxPool_4a, the split
-# whose top-heavy models the paper's Fig. 4 shows at the knee of the
-# accuracy-FLOPs curve (40.75 G MACs at 64×224² vs S3D's 64.18 G). Any other
-# split is `top_heavy_s3d_3a` / `_5a`.
-_slim('fast_s3d', schedule=heavy_schedule('sep', 'MaxPool_4a', bottom=False),
-      stem='2d', stem_temporal_kernel=1)
+
+def _spec(name: str, normalization: str = 'inception', **defaults):
+  # TF-slim layout (the paper's code) unless said otherwise: trained on
+  # [-1, 1] pixels.
+  return ModelSpec(name, InceptionVideoNet, defaults, family='inception',
+                   head='Logits', normalization=normalization,
+                   option_names=OPTIONS)
+
+
+def _bottom_heavy(name: str, kind: str, split: str, stem_temporal_kernel):
+  return _spec(name, schedule=heavy_schedule(kind, split, bottom=True),
+               stem='3d', stem_temporal_kernel=stem_temporal_kernel)
+
+
+def _top_heavy(name: str, kind: str, split: str):
+  return _spec(name, schedule=heavy_schedule(kind, split, bottom=False),
+               stem='2d', stem_temporal_kernel=1)
+
+
+SPECS = (
+    # S3D-G and its ablations.
+    _spec('s3dg', schedule=('sep+gate',) * _N, stem='3d',
+          stem_temporal_kernel=3),
+    _spec('s3d', schedule=('sep',) * _N, stem='3d', stem_temporal_kernel=3),
+    _spec('i3d', schedule=('3d',) * _N, stem='3d', stem_temporal_kernel=7),
+    _spec('i2d', schedule=('2d',) * _N, stem='2d', stem_temporal_kernel=1),
+    # torchvision's S3D (`torchvision.models.video.s3d`): separable stem
+    # with a temporal kernel of 7, BN after both halves of every separable
+    # conv, symmetric padding, no gating. Its checkpoints load into this
+    # layout and expect torchvision's Kinetics statistics.
+    _spec('s3d_torchvision', normalization='kinetics',
+          schedule=('sep',) * _N, stem='sep', stem_temporal_kernel=7,
+          numerics=conv_lib.TORCHVISION),
+    # The surgery at each split, I3D (stem temporal kernel 7) and S3D (3).
+    _bottom_heavy('bottom_heavy_i3d_3a', '3d', 'MaxPool_3a', 7),
+    _bottom_heavy('bottom_heavy_i3d_4a', '3d', 'MaxPool_4a', 7),
+    _bottom_heavy('bottom_heavy_i3d_5a', '3d', 'MaxPool_5a', 7),
+    _bottom_heavy('bottom_heavy_s3d_3a', 'sep', 'MaxPool_3a', 3),
+    _bottom_heavy('bottom_heavy_s3d_4a', 'sep', 'MaxPool_4a', 3),
+    _bottom_heavy('bottom_heavy_s3d_5a', 'sep', 'MaxPool_5a', 3),
+    _top_heavy('top_heavy_i3d_3a', '3d', 'MaxPool_3a'),
+    _top_heavy('top_heavy_i3d_4a', '3d', 'MaxPool_4a'),
+    _top_heavy('top_heavy_i3d_5a', '3d', 'MaxPool_5a'),
+    _top_heavy('top_heavy_s3d_3a', 'sep', 'MaxPool_3a'),
+    _top_heavy('top_heavy_s3d_4a', 'sep', 'MaxPool_4a'),
+    _top_heavy('top_heavy_s3d_5a', 'sep', 'MaxPool_5a'),
+    # Fast-S3D: the paper's speed-oriented S3D, top-heavy with separable
+    # convs. Our text of the paper does not pin its split; we take
+    # MaxPool_4a, the split whose top-heavy models the paper's Fig. 4 shows
+    # at the knee of the accuracy-FLOPs curve (40.75 G MACs at 64×224² vs
+    # S3D's 64.18 G). Any other split is `top_heavy_s3d_3a` / `_5a`.
+    _top_heavy('fast_s3d', 'sep', 'MaxPool_4a'),
+)

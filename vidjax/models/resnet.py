@@ -54,7 +54,7 @@ from vidjax.layers import conv as conv_lib
 from vidjax.layers import pool as pool_lib
 from vidjax.layers import shift as shift_lib
 from vidjax.layers.norm import BatchNormReLU
-from vidjax.models import registry
+from vidjax.models.spec import ModelSpec
 from vidjax.parallel import rules as rules_lib
 
 # Depth → (block kind, blocks per stage), as torchvision.
@@ -372,12 +372,36 @@ def init_stream_state(model: TSM, variables, frame_shape) -> dict:
 
 
 # -----------------------------------------------------------------------------
-# The registered models of the family (vidjax/models/registry.py).
+# The models of the family, by name (collected by vidjax/models/registry.py).
 # -----------------------------------------------------------------------------
 
-_register = functools.partial(registry.register, factory=TSM, family='resnet',
-                              head='fc', normalization='imagenet')
-for _depth in DEPTHS:
-  _register(f'tsn_r{_depth}', depth=_depth, shift='none')
-  _register(f'tsm_r{_depth}', depth=_depth, shift='bidirectional')
-  _register(f'tsm_online_r{_depth}', depth=_depth, shift='right')
+# What a config may set (`config.model.*`). `bn_groups` is not among them:
+# the trainer sets it from `config.bn_sync_devices`.
+OPTIONS = ('depth', 'width', 'shift', 'shift_div', 'placement',
+           'temporal_pool', 'num_segments', 'dropout_rate', 'bn_momentum',
+           'dtype', 'kernels', 'remat')
+
+
+def _spec(name: str, depth: int, shift: str) -> ModelSpec:
+  return ModelSpec(name, TSM, dict(depth=depth, shift=shift),
+                   family='resnet', head='fc', normalization='imagenet',
+                   option_names=OPTIONS)
+
+
+SPECS = (
+    # TSN: the per-frame 2D network.
+    _spec('tsn_r18', 18, 'none'),
+    _spec('tsn_r34', 34, 'none'),
+    _spec('tsn_r50', 50, 'none'),
+    _spec('tsn_r101', 101, 'none'),
+    # TSM offline: channels from the next and the previous frame.
+    _spec('tsm_r18', 18, 'bidirectional'),
+    _spec('tsm_r34', 34, 'bidirectional'),
+    _spec('tsm_r50', 50, 'bidirectional'),
+    _spec('tsm_r101', 101, 'bidirectional'),
+    # TSM online: channels from the past only, so it runs on a stream.
+    _spec('tsm_online_r18', 18, 'right'),
+    _spec('tsm_online_r34', 34, 'right'),
+    _spec('tsm_online_r50', 50, 'right'),
+    _spec('tsm_online_r101', 101, 'right'),
+)

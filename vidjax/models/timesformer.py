@@ -57,7 +57,7 @@ from jax.sharding import PartitionSpec as P
 
 from vidjax.errors import VidjaxError
 from vidjax.layers import attention as attention_lib
-from vidjax.models import registry
+from vidjax.models.spec import ModelSpec
 from vidjax.parallel import comparison
 from vidjax.parallel import rules as rules_lib
 
@@ -522,7 +522,7 @@ def _nearest_indices(size_in: int, size_out: int) -> np.ndarray:
 
 
 # -----------------------------------------------------------------------------
-# The registered models of the family (vidjax/models/registry.py).
+# The models of the family, by name (collected by vidjax/models/registry.py).
 # -----------------------------------------------------------------------------
 
 SIZES = {  # All ViT-B/16 (12 blocks of width 768, 12 heads).
@@ -530,18 +530,41 @@ SIZES = {  # All ViT-B/16 (12 blocks of width 768, 12 heads).
     'hr': dict(num_frames=16, image_size=448),
     'l': dict(num_frames=96, image_size=224),
 }
-_SCHEME_TAGS = {'space_only': 'space', 'joint_space_time': 'joint',
-                'divided_space_time': 'divided', 'local_global': 'local_global',
-                'axial': 'axial'}
+# What a config may set (`config.model.*`). `sow_weights` is not among them:
+# tools that read attention maps set it on the built model.
+OPTIONS = ('scheme', 'num_frames', 'image_size', 'patch_size', 'embed_dim',
+           'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'dropout_rate',
+           'attention_dropout_rate', 'drop_path_rate', 'dtype', 'param_dtype',
+           'kernels', 'remat')
 
-_register = functools.partial(registry.register, factory=TimeSformer,
-                              family='timesformer', head='head',
-                              # The official configs' DATA.MEAN/STD.
-                              normalization='slowfast')
-# 'timesformer' is Base with divided attention; 'timesformer_joint' Base
-# with joint attention; 'timesformer_hr', 'timesformer_l_axial', ...
-for _size, _options in SIZES.items():
-  _prefix = 'timesformer' if _size == 'base' else f'timesformer_{_size}'
-  _register(_prefix, **_options)
-  for _scheme, _tag in _SCHEME_TAGS.items():
-    _register(f'{_prefix}_{_tag}', scheme=_scheme, **_options)
+
+def _spec(name: str, size: str, scheme: str = 'divided_space_time'):
+  return ModelSpec(name, TimeSformer, dict(scheme=scheme, **SIZES[size]),
+                   family='timesformer', head='head',
+                   # The official configs' DATA.MEAN/STD.
+                   normalization='slowfast', option_names=OPTIONS)
+
+
+SPECS = (
+    # Base (8×224²); 'timesformer' is the paper's default, divided attention.
+    _spec('timesformer', 'base'),
+    _spec('timesformer_space', 'base', 'space_only'),
+    _spec('timesformer_joint', 'base', 'joint_space_time'),
+    _spec('timesformer_divided', 'base', 'divided_space_time'),
+    _spec('timesformer_local_global', 'base', 'local_global'),
+    _spec('timesformer_axial', 'base', 'axial'),
+    # HR (16×448²).
+    _spec('timesformer_hr', 'hr'),
+    _spec('timesformer_hr_space', 'hr', 'space_only'),
+    _spec('timesformer_hr_joint', 'hr', 'joint_space_time'),
+    _spec('timesformer_hr_divided', 'hr', 'divided_space_time'),
+    _spec('timesformer_hr_local_global', 'hr', 'local_global'),
+    _spec('timesformer_hr_axial', 'hr', 'axial'),
+    # L (96×224²).
+    _spec('timesformer_l', 'l'),
+    _spec('timesformer_l_space', 'l', 'space_only'),
+    _spec('timesformer_l_joint', 'l', 'joint_space_time'),
+    _spec('timesformer_l_divided', 'l', 'divided_space_time'),
+    _spec('timesformer_l_local_global', 'l', 'local_global'),
+    _spec('timesformer_l_axial', 'l', 'axial'),
+)

@@ -77,6 +77,7 @@ import ml_collections
 
 from vidjax.errors import VidjaxError
 from vidjax.layers import conv as conv_lib
+from vidjax.models import registry
 from vidjax.parallel import mesh as mesh_lib
 
 GiB = 2**30
@@ -386,14 +387,12 @@ def _is_oom(error: Exception) -> bool:
           or 'out of memory' in text.lower())
 
 
-def _has_option(model_name: str, option: str) -> bool:
-  from vidjax.models import registry  # pylint: disable=g-import-not-at-top
-  factory = registry.get_spec(model_name).factory
-  return option in getattr(factory, '__dataclass_fields__', {})
-
-
-def _model_option(config, name, default):
-  return config.model.get(name, default) if 'model' in config else default
+def _model_options(config) -> dict:
+  """The model's declared options: the config's values over the defaults."""
+  options = dict(registry.get_spec(config.model_name).options)
+  if 'model' in config:
+    options.update(config.model.to_dict())
+  return options
 
 
 def resolve_options(config, lowering=None, remat=None, dtype=None):
@@ -402,11 +401,12 @@ def resolve_options(config, lowering=None, remat=None, dtype=None):
   Lowering 'auto' (the default) would resolve by the platform running the
   tool, the CPU; it means what the trainer gets on a TPU instead.
   """
-  lowering = lowering or _model_option(config, 'lowering', 'auto')
+  options = _model_options(config)
+  lowering = lowering or options.get('kernels', 'auto')
   if lowering == 'auto':
     lowering = conv_lib.default_lowering('tpu')
-  remat = remat or _model_option(config, 'remat', 'none')
-  dtype = dtype or _model_option(config, 'dtype', None) or 'float32'
+  remat = remat or options['remat']
+  dtype = dtype or options['dtype'] or 'float32'
   dtype = jnp.dtype(dtype).name
   return lowering, remat, dtype
 
@@ -443,9 +443,9 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
   # build() shards the labels by config.batch_size.
   config.batch_size = batch
   overrides = dict(remat=remat, dtype=jnp.dtype(dtype))
-  if _has_option(config.model_name, 'lowering'):
-    overrides['lowering'] = lowering
-  else:  # A model without convs to lower (TimeSformer).
+  if 'kernels' in registry.get_spec(config.model_name).option_names:
+    overrides['kernels'] = lowering
+  else:  # A model without a kernel set to choose.
     lowering = '-'
   setup = setup_lib.build(config, num_classes, mesh, **overrides)
   rng = jax.eval_shape(lambda: jax.random.key(0))
