@@ -289,16 +289,16 @@ def _check_keys_and_types(config, schema, prefix: str) -> None:
       else:
         _check_keys_and_types(value, default, path + '.')
       continue
+    optional = default is None or path in _MAY_BE_NONE
     if value is None:
-      if default is None or path in _MAY_BE_NONE:
+      if optional:
         continue
       raise VidjaxError(f'{_name(path)} is None; expected '
                         f'{_type_name(expected)}')
     if not _is(value, expected):
-      optional = ' or None' if default is None or path in _MAY_BE_NONE else ''
       raise VidjaxError(
           f'{_name(path)}={value!r} is {_a(value)}; expected '
-          f'{_type_name(expected)}{optional}')
+          f'{_type_name(expected)}{" or None" if optional else ""}')
     if expected is tuple and default:
       element = _element_type(default)
       bad = [x for x in value if element and not _is(x, element)]
