@@ -116,9 +116,10 @@ def test_tsm_config_resolves(name, arg, dataset, segments, sampling):
 
 def test_tsm_config_argument_errors():
   from configs import kinetics400_tsm  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match='segments must be one of'):
+  # VidjaxError (one line from main), not ValueError: see configs/arguments.
+  with pytest.raises(VidjaxError, match='segments must be one of'):
     kinetics400_tsm.get_config('segments=12')
-  with pytest.raises(ValueError, match='bad config argument'):
+  with pytest.raises(VidjaxError, match='bad config argument'):
     kinetics400_tsm.get_config('frames=8')
   assert kinetics400_tsm.get_config('model=tsn_r50').model_name == 'tsn_r50'
 

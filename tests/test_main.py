@@ -57,10 +57,15 @@ _WRONG_TYPE = _TYPO.replace('num_frame = 16', "num_frames = '16'")
     (None, _TYPO, 'config.data.num_frame=16 is not a config key'),
     (None, _WRONG_TYPE,
      "config.data.num_frames='16' is a str; expected int"),
+    # A bad `path:arg` argument (configs/arguments.py).
+    (None, 'configs/kinetics400_tsm.py:segments=12',
+     'segments must be one of (8, 16), got 12'),
 ])
 def test_bad_config_is_one_line_at_load(tmp_path, flag, config_file, needle):
   path = 'configs/demo.py'
-  if config_file:
+  if config_file and config_file.startswith('configs/'):
+    path = config_file
+  elif config_file:
     path = tmp_path / 'my_config.py'
     path.write_text(config_file)
   proc = run_main(f'--config={path}', f'--workdir={tmp_path}/wd',
