@@ -6,47 +6,30 @@ rendered on first use (vidjax/data/builders/moving_shapes.py).
   bash run.sh demo
   # which is: python -m vidjax.main --config=configs/demo.py --workdir=workdirs/demo
   # e.g. longer:  ... --config.total_steps=1000
+
+Everything not set here is vidjax/config.py's default (the demo's data,
+batch and schedule are the defaults).
 """
 import ml_collections
-from ml_collections import config_dict
 
-from vidjax.data import schema
-from vidjax.parallel import mesh
-from vidjax.train import periodic_eval
+from vidjax import config as config_lib
 
 
 def get_config():
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-
-  # S3D-G with TF-slim's depth multiplier: the real architecture (separable
-  # convs + gating in every block), a quarter of the channels.
-  config.model_name = 's3dg'
+  config = config_lib.default_config()
+  # S3D-G (the default model_name) with TF-slim's depth multiplier: the real
+  # architecture (separable convs + gating in every block), a quarter of the
+  # channels.
   config.model = ml_collections.ConfigDict(
       dict(depth_multiplier=0.25, dropout_rate=0.2, bn_momentum=0.9))
-
-  config.data = schema.default_data_config()
-
-  config.batch_size = 16
-  config.eval_batch_size = 32
-  config.total_steps = 600
   config.label_smoothing = 0.1
-  config.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
-      warmup_steps=40))
 
-  # A `python -m vidjax.convert` output directory to fine-tune from (the
-  # classifier is re-initialised when the class count differs).
-  # Sharding: mesh ('data', 'time'), rules, FSDP (docs/scale.md).
-  config.update(mesh.default_config())
-
-  config.init_from = config_dict.placeholder(str)
-
+  # A 600-step run: log, save and evaluate often.
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100
   config.keep_checkpoints = 2
   # A cheap pass over data.val_split every 200 steps (one centre clip per
   # video); the best checkpoint by val/top1 is kept under <workdir>/best;
   # test_checkpoint='best' makes the final test read it.
-  config.update(periodic_eval.default_config(every=200))
+  config.eval_every_steps = 200
   return config

@@ -32,12 +32,7 @@ Choices:
     pass --config.init_from and e.g. --config.optimizer.learning_rate=0.03
     --config.total_steps=58000).
 """
-import ml_collections
-from ml_collections import config_dict
-
-from vidjax.data import schema
-from vidjax.parallel import mesh
-from vidjax.train import periodic_eval
+from configs import s3dg_common
 
 TRAIN_CLIPS = 168_913  # Videos in something-something-v2-train.json.
 EPOCHS = 60
@@ -45,48 +40,13 @@ WARMUP_EPOCHS = 5
 
 
 def get_config():
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-
-  config.model_name = 's3dg'
-  config.model = ml_collections.ConfigDict(dict(dropout_rate=0.2))
-
-  data = schema.default_data_config()
-  data.name = 'ssv2'
-  data.train_split = 'train'
-  data.eval_split = 'validation'  # The test split has no labels.
-  data.num_frames = 64
-  data.frame_stride = 1
-  data.crop_size = 224
-  data.train_area_range = (0.3, 1.0)
-  data.train_aspect_range = (3 / 4, 4 / 3)
-  data.horizontal_flip = False
-  data.normalization = 'inception'
-  data.eval_resize_ratio = 256 / 224
-  data.num_test_clips = 1
-  data.num_test_crops = 3
+  config = s3dg_common.make_config(
+      dataset='ssv2', train_clips=TRAIN_CLIPS, epochs=EPOCHS,
+      warmup_epochs=WARMUP_EPOCHS)
+  data = config.data
+  # eval_split stays 'validation': the test split has no labels. No
+  # horizontal flip (the default): SSv2 has left/right classes.
+  data.train_area_range = (0.3, 1.0)  # Random resized crops: scale jitter.
+  data.num_test_crops = 3  # 1 clip x 3 crops: PySlowFast's SSv2 protocol.
   data.shuffle_buffer = 2048  # Records are ~0.5-1 MB.
-  config.data = data
-
-  config.batch_size = 64
-  config.eval_batch_size = 64
-  steps_per_epoch = TRAIN_CLIPS // config.batch_size
-  config.total_steps = EPOCHS * steps_per_epoch
-  config.label_smoothing = 0.0
-  config.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
-      warmup_steps=WARMUP_EPOCHS * steps_per_epoch))
-
-  # Sharding: mesh ('data', 'time'), rules, FSDP (docs/scale.md). BN
-  # statistics per device, as the paper's TF training computed them on each
-  # of its GPUs; --config.bn_sync_devices=0 synchronises over the batch.
-  config.update(mesh.default_config(bn_sync_devices=1))
-
-  config.init_from = config_dict.placeholder(str)
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 3
-  # One centre clip per validation video at every checkpoint; best kept.
-  config.update(periodic_eval.default_config(every=2000))
   return config

@@ -6,12 +6,9 @@
 joint, space, local_global or axial.
 """
 import ml_collections
-from ml_collections import config_dict
 
 from configs import arguments
-from vidjax.data import schema
-from vidjax.parallel import mesh
-from vidjax.train import periodic_eval
+from vidjax import config as config_lib
 
 DEFAULTS = {'size': 'base', 'scheme': 'divided'}
 # size → (model name prefix, frames, Kinetics frame stride, crop size),
@@ -29,7 +26,7 @@ EPOCHS = 15
 WARMUP_EPOCHS = 1
 TRAIN_STEPS = ('parse', 'sample_dense', 'crop_random_resized', 'decode',
                'flip', 'resize', 'normalize')
-EVAL_STEPS = schema.DEFAULT_EVAL_STEPS
+EVAL_STEPS = config_lib.DEFAULT_EVAL_STEPS
 
 
 def parse_arg(arg: str | None) -> dict:
@@ -47,13 +44,12 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
                 segments: bool, flip: bool) -> ml_collections.ConfigDict:
   """The official recipe (configs/{Kinetics,SSv2}/TimeSformer_*.yaml)."""
   _, frames, stride, crop = SIZES[options['size']]
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = config_lib.default_config()
   config.model_name = model_name(options)
   # The official VisionTransformer: no dropout, drop-path 0.1 over depth.
   config.model = ml_collections.ConfigDict(dict(drop_path_rate=0.1))
 
-  data = schema.default_data_config()
+  data = config.data
   data.name = dataset
   data.train_split = 'train'
   data.eval_split = 'validation'
@@ -70,25 +66,16 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
   data.horizontal_flip = flip
   data.normalization = 'slowfast'  # DATA.MEAN / DATA.STD: 0.45 / 0.225.
   data.eval_resize_ratio = 256 / 224  # Short side 256 (512 for HR).
-  data.num_test_clips = 1   # TEST.NUM_ENSEMBLE_VIEWS
-  data.num_test_crops = 3   # TEST.NUM_SPATIAL_CROPS
-  data.shuffle_buffer = 1024
-  config.data = data
+  # TEST.NUM_ENSEMBLE_VIEWS 1 (the default num_test_clips) x
+  # TEST.NUM_SPATIAL_CROPS 3.
+  data.num_test_crops = 3
 
   # TRAIN.BATCH_SIZE 8 in total, BASE_LR 0.005.
   config.batch_size = 8
   config.eval_batch_size = 8
   steps_per_epoch = train_clips // config.batch_size
   config.total_steps = EPOCHS * steps_per_epoch
-  config.label_smoothing = 0.0
-  config.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=0.005, momentum=0.9, nesterov=False, weight_decay=1e-4,
-      warmup_steps=WARMUP_EPOCHS * steps_per_epoch))
-  config.update(mesh.default_config(bn_sync_devices=0))
-  config.init_from = config_dict.placeholder(str)
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 3
-  # One centre clip per validation video at every checkpoint; best kept.
-  config.update(periodic_eval.default_config(every=2000))
+  config.optimizer.learning_rate = 0.005
+  config.optimizer.nesterov = False
+  config.optimizer.warmup_steps = WARMUP_EPOCHS * steps_per_epoch
   return config

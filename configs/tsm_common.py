@@ -6,22 +6,19 @@ ml_collections' config_flags): comma-separated key=value pairs over
 `DEFAULTS`.
 """
 import ml_collections
-from ml_collections import config_dict
 
 from configs import arguments
-from vidjax.data import schema
-from vidjax.parallel import mesh
-from vidjax.train import periodic_eval
+from vidjax import config as config_lib
 
 DEFAULTS = {'segments': 8, 'sampling': 'dense', 'model': 'tsm_r50'}
 SAMPLINGS = ('dense', 'uniform')
 EPOCHS = 50
 WARMUP_EPOCHS = 1
 # TSN's augmentation in place of the Inception crop of the default lists
-# (vidjax/data/pipeline.py); colour jitter is not in TSM's recipe.
+# (vidjax/config.py); colour jitter is not in TSM's recipe.
 TRAIN_STEPS = ('parse', 'sample_dense', 'crop_multi_scale', 'decode', 'flip',
                'resize', 'normalize')
-EVAL_STEPS = schema.DEFAULT_EVAL_STEPS
+EVAL_STEPS = config_lib.DEFAULT_EVAL_STEPS
 SEGMENTS = (8, 16)
 
 
@@ -57,12 +54,11 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
                 shuffle_buffer: int) -> ml_collections.ConfigDict:
   """The TSN/TSM training config; the dataset files set what differs."""
   segments = options['segments']
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = config_lib.default_config()
   config.model_name = options['model']
   config.model = model_config(segments)
 
-  data = schema.default_data_config()
+  data = config.data
   data.name = dataset
   data.train_split = 'train'
   data.eval_split = 'validation'
@@ -72,28 +68,19 @@ def make_config(options: dict, *, dataset: str, train_clips: int,
   data.train_steps = sampling_steps(TRAIN_STEPS, options['sampling'])
   data.eval_steps = sampling_steps(EVAL_STEPS, options['sampling'])
   data.horizontal_flip = flip
-  data.normalization = 'imagenet'
+  # normalization: the default 'imagenet', what the ResNets were trained on.
   data.eval_resize_ratio = 256 / 224  # Short side 256, then 224² crops.
   data.num_test_clips, data.num_test_crops = test_views
   data.shuffle_buffer = shuffle_buffer
-  config.data = data
 
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
   steps_per_epoch = train_clips // batch_size
   config.total_steps = EPOCHS * steps_per_epoch
-  config.label_smoothing = 0.0
-  config.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=learning_rate, momentum=0.9, nesterov=False,
-      weight_decay=1e-4, warmup_steps=WARMUP_EPOCHS * steps_per_epoch))
-  # BN statistics over the global batch: PySlowFast and MMAction2 train TSM
-  # with synchronised BN (the official DataParallel code computes them per
-  # GPU; --config.bn_sync_devices=k does that).
-  config.update(mesh.default_config(bn_sync_devices=0))
-  config.init_from = config_dict.placeholder(str)
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 3
-  # One centre clip per validation video at every checkpoint; best kept.
-  config.update(periodic_eval.default_config(every=2000))
+  config.optimizer.learning_rate = learning_rate
+  config.optimizer.nesterov = False
+  config.optimizer.warmup_steps = WARMUP_EPOCHS * steps_per_epoch
+  # bn_sync_devices stays 0, BN statistics over the global batch: PySlowFast
+  # and MMAction2 train TSM with synchronised BN (the official DataParallel
+  # code computes them per GPU; --config.bn_sync_devices=k does that).
   return config

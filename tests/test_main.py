@@ -35,6 +35,47 @@ def test_unknown_config_key(tmp_path):
   assert_one_clear_error(proc, 'no_such_key')
 
 
+# A config file of its own, as users write them: the schema (vidjax/config.py)
+# answers its mistakes at load, before anything is built.
+_TYPO = """from configs import demo
+
+
+def get_config():
+  config = demo.get_config()
+  config.data.num_frame = 16
+  return config
+"""
+_WRONG_TYPE = _TYPO.replace('num_frame = 16', "num_frames = '16'")
+
+
+@pytest.mark.parametrize('flag,config_file,needle', [
+    ('--config.batch_sizee=3', None, 'batch_sizee'),
+    ('--config.checkpoint_every_steps=0', None,
+     'config.checkpoint_every_steps=0 must be > 0'),
+    ("--config.best_mode=maximum", None,
+     "config.best_mode='maximum' must be 'max' or 'min'"),
+    (None, _TYPO, 'config.data.num_frame=16 is not a config key'),
+    (None, _WRONG_TYPE,
+     "config.data.num_frames='16' is a str; expected int"),
+    # A bad `path:arg` argument (configs/arguments.py).
+    (None, 'configs/kinetics400_tsm.py:segments=12',
+     'segments must be one of (8, 16), got 12'),
+])
+def test_bad_config_is_one_line_at_load(tmp_path, flag, config_file, needle):
+  path = 'configs/demo.py'
+  if config_file and config_file.startswith('configs/'):
+    path = config_file
+  elif config_file:
+    path = tmp_path / 'my_config.py'
+    path.write_text(config_file)
+  proc = run_main(f'--config={path}', f'--workdir={tmp_path}/wd',
+                  *([flag] if flag else []))
+  assert proc.returncode == 1
+  assert_one_clear_error(proc, 'vidjax: error:', needle)
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  assert not os.path.exists(tmp_path / 'wd')  # Failed before the workdir.
+
+
 def test_missing_workdir_flag():
   proc = run_main('--config=configs/demo.py')
   assert_one_clear_error(proc, 'workdir')
@@ -52,10 +93,10 @@ def test_unwritable_workdir(tmp_path):
 def prepared_data_dir(tmp_path_factory):
   """The tiny dataset, rendered beforehand: rendering rightly prints a
   progress bar, which is not what these tests look at."""
-  from vidjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vidjax import config as config_lib  # pylint: disable=g-import-not-at-top
   from vidjax.data import sources  # pylint: disable=g-import-not-at-top
   data_dir = tmp_path_factory.mktemp('tfds')
-  config = pipeline.default_data_config()
+  config = config_lib.default_config().data
   config.name = 'moving_shapes/tiny'
   config.data_dir = str(data_dir)
   sources.prepare(config)

@@ -20,6 +20,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from vidjax import cli
+from vidjax import config as config_lib
 from vidjax.errors import VidjaxError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -54,7 +55,8 @@ def main(argv):
     # config_flags defers a config file's load error until first access.
     config = _CONFIG.value
     config.keys()
-  except OSError as e:
+    config_lib.validate(config)
+  except (OSError, VidjaxError) as e:
     fail(e, verbose=_VERBOSE.value)
   try:
     results = trainer.train_and_evaluate(config, _WORKDIR.value)

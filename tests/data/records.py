@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from vidjax import config as config_lib
 from vidjax.data import formats
 
 HEIGHT, WIDTH = 24, 32
@@ -66,8 +67,7 @@ def truncate(path, drop_bytes):
 
 def data_config(train_pattern=None, eval_pattern=None, num_classes=4,
                 **overrides):
-  from vidjax.data import pipeline  # pylint: disable=g-import-not-at-top
-  c = pipeline.default_data_config()
+  c = config_lib.default_config().data
   c.name = 'tfrecord'
   c.train_pattern = train_pattern
   c.eval_pattern = eval_pattern

@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from vidjax import config as config_lib
 from vidjax.data import pipeline
 from vidjax.data import sources
 from vidjax.data import transforms
@@ -21,7 +22,7 @@ NUM_TRAIN, NUM_VAL = 52, 26
 
 
 def _config(data_dir, **overrides):
-  c = pipeline.default_data_config()
+  c = config_lib.default_config().data
   c.name = 'moving_shapes/tiny'
   c.data_dir = str(data_dir)
   c.num_frames = 4
@@ -150,7 +151,7 @@ def test_bad_process_index(data_dir):
 
 
 def test_default_config_is_the_demo():
-  c = pipeline.default_data_config()
+  c = config_lib.default_config().data
   assert c.name == 'moving_shapes/default' and c.data_dir is None
   assert c.horizontal_flip is False
   assert c.crop_size <= 64 and c.crop_size * c.eval_resize_ratio <= 64

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests.data import records as R
+from vidjax import config as config_lib
 from vidjax.data import pipeline
 from vidjax.data import transforms
 from vidjax.errors import VidjaxError
@@ -122,7 +123,7 @@ def test_time_reversal_reverses_every_view(data_dir):
 
 def test_segment_sampling_step(data_dir):
   steps = tuple('sample_segments' if s == 'sample_dense' else s
-                for s in pipeline.DEFAULT_EVAL_STEPS)
+                for s in config_lib.DEFAULT_EVAL_STEPS)
   out = _collect(pipeline.build_dataset(
       _config(data_dir, eval_steps=steps), 'validation', train=False,
       batch_size=6))
@@ -137,7 +138,7 @@ def test_segment_sampling_step(data_dir):
 def test_train_crop_variants_give_the_clip_shape(data_dir):
   for crop in ('crop_random', 'crop_multi_scale', 'crop_random_resized'):
     steps = tuple(crop if s == 'crop_random_resized' else s
-                  for s in pipeline.DEFAULT_TRAIN_STEPS)
+                  for s in config_lib.DEFAULT_TRAIN_STEPS)
     ds = pipeline.build_dataset(_config(data_dir, train_steps=steps),
                                 'train', train=True, batch_size=2)
     assert next(ds.as_numpy_iterator())['video'].shape == (2, 4, 16, 16, 3)
@@ -145,7 +146,7 @@ def test_train_crop_variants_give_the_clip_shape(data_dir):
 
 def test_remove_and_replace_steps_by_name(data_dir, monkeypatch):
   # Without 'normalize' the clip stays in [0, 255].
-  steps = tuple(s for s in pipeline.DEFAULT_EVAL_STEPS if s != 'normalize')
+  steps = tuple(s for s in config_lib.DEFAULT_EVAL_STEPS if s != 'normalize')
   raw = _collect(pipeline.build_dataset(
       _config(data_dir, eval_steps=steps), 'validation', train=False,
       batch_size=6))

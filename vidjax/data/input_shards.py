@@ -22,7 +22,7 @@ def train_batches(config, start_step: int):
   summed over the process's streams, every other key concatenated.
   """
   n_proc, index = jax.process_count(), jax.process_index()
-  shards = int(config.data.get('input_shards') or n_proc)
+  shards = config.data.input_shards or n_proc  # None: one per process.
   if shards % n_proc or config.batch_size % shards:
     raise VidjaxError(
         f'config.data.input_shards={shards} must be a multiple of the '

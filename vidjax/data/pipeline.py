@@ -67,9 +67,9 @@ import math
 
 import tensorflow as tf
 
+from vidjax import config as config_lib
 from vidjax.data import pipeline_steps
 from vidjax.data import processing
-from vidjax.data import schema
 from vidjax.data import sources
 from vidjax.data import streams
 from vidjax.errors import VidjaxError
@@ -77,18 +77,15 @@ from vidjax.errors import VidjaxError
 # Records before a resume point processed to prime `_running_counts`.
 _RESUME_WARMUP = 8
 
-# The pipeline's parts, under the names callers know from here: the config
-# schema (`schema`, no TensorFlow), the steps (`pipeline_steps`), skip
-# accounting (`processing`).
+# The pipeline's parts, under the names callers know from here: the steps
+# (`pipeline_steps`), skip accounting (`processing`). The data config's fields and
+# defaults: vidjax/config.py.
 SKIP_REASONS = processing.SKIP_REASONS
 COUNT_NAMES = processing.COUNT_NAMES
 STEPS = pipeline_steps.STEPS
 StepContext = pipeline_steps.StepContext
 register_step = pipeline_steps.register_step
 normalization = pipeline_steps.normalization
-DEFAULT_TRAIN_STEPS = schema.DEFAULT_TRAIN_STEPS
-DEFAULT_EVAL_STEPS = schema.DEFAULT_EVAL_STEPS
-default_data_config = schema.default_data_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +103,8 @@ def dataset_info(data_config) -> DatasetMeta:
   """Prepares the dataset if needed and describes it.
 
   Args:
-    data_config: see `default_data_config`; only the source fields are read.
+    data_config: `config.data` (vidjax/config.py); only the source fields
+      are read.
 
   Returns:
     Class names and split sizes.
@@ -160,17 +158,9 @@ def _check_args(data_config, batch_size, start_step, process_index,
     raise VidjaxError(
         f'process_index {process_index} not in [0, {process_count})'
     )
-  if data_config.eval_resize_ratio < 1:
-    raise VidjaxError(
-        f'eval_resize_ratio must be >= 1 to centre-crop, got '
-        f'{data_config.eval_resize_ratio}'
-    )
-  if data_config.num_test_crops not in (1, 3):
-    raise VidjaxError(
-        f'num_test_crops must be 1 or 3, got {data_config.num_test_crops}')
-  if data_config.num_test_clips < 1:
-    raise VidjaxError(
-        f'num_test_clips must be >= 1, got {data_config.num_test_clips}')
+  # The schema's ranges of the data fields (checked at load too): callers
+  # may hand a data config straight to the pipeline.
+  config_lib.check_ranges(data_config, 'data')
   normalization(data_config)  # Fails early on an unknown preset.
 
 
@@ -220,7 +210,7 @@ def build_dataset(
   """The batched input stream of one process.
 
   Args:
-    data_config: see `default_data_config`.
+    data_config: `config.data` (vidjax/config.py).
     split: split name, e.g. 'train', 'validation', 'test'.
     train: training stream (random clips and crops, infinite, batches of
       exactly `batch_size`) or evaluation stream (every view of every video

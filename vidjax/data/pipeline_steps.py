@@ -146,7 +146,7 @@ def _flip(f, ctx):
   if not c.horizontal_flip:
     return f
   table = None
-  if c.get('flip_label_map'):
+  if c.flip_label_map:
     table = transforms.label_swap_table(c.flip_label_map, ctx.num_classes)
   video, label = transforms.random_flip_with_labels(
       f['video'], f['label'], ctx.seed('flip'), table)
@@ -186,10 +186,10 @@ def _spatial_crops(f, ctx):
 
 def normalization(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """(mean, std): explicit `mean` and `std`, else the named preset."""
-  mean, std = data_config.get('mean'), data_config.get('std')
+  mean, std = data_config.mean, data_config.std
   if mean is not None and std is not None:
     return tuple(mean), tuple(std)
-  name = data_config.get('normalization', 'imagenet')
+  name = data_config.normalization
   if name not in transforms.NORMALIZATION:
     raise VidjaxError(
         f'unknown normalization {name!r}; known: '

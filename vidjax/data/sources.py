@@ -139,7 +139,7 @@ class TFRecordSource:
     patterns = {}
     for split_key, pattern_key in (('train_split', 'train_pattern'),
                                    ('eval_split', 'eval_pattern')):
-      pattern = data_config.get(pattern_key)
+      pattern = data_config[pattern_key]
       if pattern:
         patterns[data_config[split_key]] = (pattern, pattern_key)
     if not patterns:
@@ -148,8 +148,8 @@ class TFRecordSource:
     self._patterns = patterns
     self.split_names = tuple(sorted(patterns))
     self.data_dir = os.path.dirname(next(iter(patterns.values()))[0])
-    num_classes = data_config.get('num_classes')
-    names_file = data_config.get('class_names_file')
+    num_classes = data_config.num_classes
+    names_file = data_config.class_names_file
     if names_file:
       names = _read_class_names(names_file)
       if num_classes is not None and num_classes != len(names):
@@ -184,7 +184,7 @@ def _builder(data_config):
   # Imported here: builders import TFDS's heavy machinery, which reading
   # existing TFRecords does not need.
   from vidjax.data import builders  # pylint: disable=g-import-not-at-top
-  return builders.get_builder(data_config.name, data_config.get('data_dir'))
+  return builders.get_builder(data_config.name, data_config.data_dir)
 
 
 def _is_prepared(builder) -> bool:

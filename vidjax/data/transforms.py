@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from vidjax.data import schema
+from vidjax import config as config_lib
 
 # Torchvision/ImageNet statistics: what TSN/TSM-style ResNets expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,7 +38,7 @@ NORMALIZATION = {
 }
 
 # TSN's multi-scale crop: crop sides as fractions of the shorter frame side.
-TSN_SCALES = schema.TSN_SCALES
+TSN_SCALES = config_lib.TSN_SCALES
 
 
 def random_crop_window(

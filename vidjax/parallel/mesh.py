@@ -17,10 +17,10 @@ import math
 
 import jax
 from jax.experimental import mesh_utils
-import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from vidjax import config as config_lib
 from vidjax.errors import VidjaxError
 
 DATA_AXIS = 'data'
@@ -36,11 +36,8 @@ def mesh_shape(spec: Mapping[str, int] | None,
   if unknown:
     raise VidjaxError(f'config.mesh names unknown axes {unknown}; the mesh '
                       f'axes are {list(MESH_AXES)}')
+  config_lib.check_mesh(spec)
   sizes = [int(spec.get(name, 1)) for name in MESH_AXES]
-  if sum(s == -1 for s in sizes) > 1:
-    raise VidjaxError(f'config.mesh {spec}: at most one axis may be -1')
-  if any(s == 0 or s < -1 for s in sizes):
-    raise VidjaxError(f'config.mesh {spec}: sizes must be positive or -1')
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % known:
@@ -52,22 +49,6 @@ def mesh_shape(spec: Mapping[str, int] | None,
         f'config.mesh {spec} has {math.prod(sizes)} devices but there are '
         f'{num_devices} (use -1 for the axis that takes the rest)')
   return tuple(sizes)
-
-
-def default_config(bn_sync_devices: int = 0) -> ml_collections.ConfigDict:
-  """The scale fields every config has: `config.update(default_config())`.
-
-    mesh: axis sizes; --config.mesh.time=2 splits clips over 2 devices.
-    logical_axis_rules: logical name → mesh axis (vidjax/parallel/rules.py).
-    fsdp: also shard parameters and optimizer state over 'data'.
-    bn_sync_devices: BN statistics over groups of this many devices along
-      'data'; 0: the global batch (vidjax/train/setup.py: bn_groups).
-  """
-  from vidjax.parallel import rules  # pylint: disable=g-import-not-at-top
-  return ml_collections.ConfigDict(dict(
-      mesh=ml_collections.ConfigDict({DATA_AXIS: -1, TIME_AXIS: 1}),
-      logical_axis_rules=rules.DEFAULT_RULES, fsdp=False,
-      bn_sync_devices=bn_sync_devices))
 
 
 def _num_slices(devices: Sequence[jax.Device]) -> int:

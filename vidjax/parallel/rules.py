@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import PartitionSpec as P
 
+from vidjax import config as config_lib
 from vidjax.errors import VidjaxError
 
 ACTIVATION_AXES = ('batch', 'time', 'height', 'width', 'channels', 'tokens',
@@ -34,27 +35,8 @@ PARAMETER_AXES = ('kernel_time', 'kernel_height', 'kernel_width', 'conv_in',
 LOGICAL_AXES = ACTIVATION_AXES + tuple(a for a in PARAMETER_AXES
                                        if a not in ACTIVATION_AXES)
 
-# Batch over 'data', time over 'time', everything else whole. FSDP
-# (config.fsdp) shards parameters on top of these rules
-# (vidjax/parallel/state.py).
-DEFAULT_RULES = (
-    ('batch', 'data'),
-    ('time', 'time'),
-    ('height', None),
-    ('width', None),
-    ('channels', None),
-    ('tokens', None),
-    ('heads', None),
-    ('mlp', None),
-    ('embed', None),
-    ('kernel_time', None),
-    ('kernel_height', None),
-    ('kernel_width', None),
-    ('conv_in', None),
-    ('conv_out', None),
-    ('classes', None),
-    ('head_dim', None),
-)
+# The default rules table is config data (Flax lm1b keeps it in the config).
+DEFAULT_RULES = config_lib.DEFAULT_RULES
 
 VIDEO = ('batch', 'time', 'height', 'width', 'channels')
 CONV_KERNEL = ('kernel_time', 'kernel_height', 'kernel_width', 'conv_in',

@@ -75,6 +75,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import ml_collections
 
+from vidjax import config as config_lib
 from vidjax.errors import VidjaxError
 from vidjax.layers import conv as conv_lib
 from vidjax.models import registry
@@ -345,10 +346,10 @@ class Report:
 
 def default_num_classes(config) -> int:
   """config.data.num_classes, else the dataset's class count."""
-  n = config.data.get('num_classes')
+  n = config.data.num_classes
   if n:
     return int(n)
-  dataset = str(config.data.get('name', '')).split('/')[0]
+  dataset = config.data.name.split('/')[0]
   known = {'kinetics400': 400, 'kinetics600': 600, 'kinetics700': 700,
            'ssv2': 174, 'moving_shapes': 13}
   if dataset not in known:
@@ -437,7 +438,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
   config.unlock()
   lowering, remat, dtype = resolve_options(config, lowering, remat, dtype)
   num_classes = num_classes or default_num_classes(config)
-  mesh = mesh_lib.make_mesh(config.get('mesh'), devices=topology.devices)
+  mesh = mesh_lib.make_mesh(config.mesh, devices=topology.devices)
   batch = int(batch_size or config.batch_size)
   mesh_lib.check_batch(batch, mesh)
   # build() shards the labels by config.batch_size.
@@ -542,8 +543,7 @@ def find_max_batch(config, topology: Topology, *, start: int = 1,
   HBM than at 8 (docs/scale.md). Every probe is printed; the answer is
   the largest fitting batch the search saw.
   """
-  data = mesh_lib.mesh_shape(config.get('mesh'),
-                             len(topology.devices))[0]
+  data = mesh_lib.mesh_shape(config.mesh, len(topology.devices))[0]
   probes: list[Report] = []
   results: dict[int, Report] = {}
 
@@ -851,6 +851,7 @@ def main(argv):
     # config_flags defers a config file's load error until first access.
     config = f['config'].value
     config.keys()
+    config_lib.validate(config)
   except Exception as e:  # pylint: disable=broad-except
     fail(e, verbose)
   try:
@@ -869,8 +870,7 @@ def main(argv):
       # below it), else from 1.
       start = 1
       if f['batch_size'].value:
-        data = mesh_lib.mesh_shape(config.get('mesh'),
-                                   len(topology.devices))[0]
+        data = mesh_lib.mesh_shape(config.mesh, len(topology.devices))[0]
         start = max(f['batch_size'].value // data, 1)
       for lowering in lowerings:
         best, probes = find_max_batch(

@@ -204,7 +204,7 @@ def evaluate(model, state, config: ml_collections.ConfigDict, mesh,
                      meta.num_examples[split])
   results['views'] = {'clips': data.num_test_clips,
                       'crops': data.num_test_crops}
-  results['time_reversed'] = bool(data.get('reverse_time', False))
+  results['time_reversed'] = data.reverse_time
   return results
 
 

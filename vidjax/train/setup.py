@@ -91,7 +91,7 @@ def bn_groups(config, mesh) -> int:
   (PySlowFast's NUM_SYNC_DEVICES); k=1 is per-device BN as in the S3D-G
   paper's TF training (statistics of each replica's clips).
   """
-  k = int(config.get('bn_sync_devices', 0) or 0)
+  k = config.bn_sync_devices
   data = mesh.shape[mesh_lib.DATA_AXIS]
   if not k:
     return 1
@@ -160,9 +160,8 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
           mesh: jax.sharding.Mesh | None = None, *,
           total_steps: int | None = None, **model_overrides) -> Setup:
   """The model, state shardings and jitted steps of `config` on `mesh`."""
-  mesh = mesh or mesh_lib.make_mesh(config.get('mesh'))
-  rules = rules_lib.as_rules(config.get('logical_axis_rules',
-                                        rules_lib.DEFAULT_RULES))
+  mesh = mesh or mesh_lib.make_mesh(config.mesh)
+  rules = rules_lib.as_rules(config.logical_axis_rules)
   rules_lib.validate(rules, mesh.axis_names)
   model = make_model(config, num_classes, mesh, **model_overrides)
   total_steps = config.total_steps if total_steps is None else total_steps
@@ -185,7 +184,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
     # devices, which the AOT tool's compile-only TPU devices cannot.
     abstract_boxed = jax.eval_shape(lambda: boxed_init(jax.random.key(0)))
   state_sharding = state_lib.shardings(abstract_boxed, mesh, rules,
-                                       fsdp=bool(config.get('fsdp', False)))
+                                       fsdp=config.fsdp)
   abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       nn.unbox(abstract_boxed), state_sharding)

@@ -1,7 +1,8 @@
 """Train and evaluate a video classifier, top to bottom (big_vision style).
 
-config → workdir → data → model → mesh → eval_shape(init) → shardings →
-jit(init) → resume → jit(train_step, donate) → loop (log, checkpoint) → eval.
+config (validated) → workdir → data → model → mesh → eval_shape(init) →
+shardings → jit(init) → resume → jit(train_step, donate) → loop (log,
+checkpoint) → eval.
 """
 import json
 import os
@@ -14,6 +15,7 @@ from absl import logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
+from vidjax import config as config_lib
 from vidjax.data import input_shards
 from vidjax.data import pipeline
 from vidjax.data import sources
@@ -114,6 +116,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The evaluation results (as written to `eval_results.json`) plus
     'workdir', the absolute path everything was written to.
   """
+  # ----------------------------------------------------------------- Config.
+  # vidjax.main validated it at load; library callers get the same checks.
+  config_lib.validate(config)
+
   # ---------------------------------------------------------------- Workdir.
   workdir = prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
@@ -133,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   periodic = periodic_eval.PeriodicEval.from_config(config, meta)
 
   # ------------------------------------------- Mesh, model and shardings.
-  mesh = mesh_lib.make_mesh(config.get('mesh'))
+  mesh = mesh_lib.make_mesh(config.mesh)
   for key in ('batch_size', 'eval_batch_size'):
     mesh_lib.check_batch(config[key], mesh, key)
   total_steps = config.total_steps
@@ -161,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if state is None:
       start_step = 0
       state = setup.init(rng)
-      if config.get('init_from'):
+      if config.init_from:
         state = _init_from(config, setup, state)
     elif is_chief:
       print(f'Resuming from checkpoint at step {start_step} in {workdir}',
