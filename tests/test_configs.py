@@ -311,8 +311,8 @@ def test_missing_key_is_one_line():
 _FALLBACK_READ = re.compile(r'\b(config|config\.data|data_config|data|c)'
                             r'\.get\(')
 _READERS = ('vidjax/main.py', 'vidjax/train', 'vidjax/data/pipeline.py',
-            'vidjax/data/sources.py', 'vidjax/data/steps.py',
-            'vidjax/parallel', 'vidjax/tools/aot.py')
+            'vidjax/data/sources.py', 'vidjax/data/pipeline_steps.py',
+            'vidjax/data/input_shards.py', 'vidjax/parallel', 'vidjax/tools')
 
 
 def test_code_reads_config_fields_without_fallbacks():
