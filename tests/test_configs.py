@@ -326,3 +326,24 @@ def test_code_reads_config_fields_without_fallbacks():
            for p in paths for i, line in enumerate(open(p), 1)
            if _FALLBACK_READ.search(line)]
   assert not found, '\n'.join(found)
+
+
+# Model options: declared by the registry, checked by the schema at load.
+@pytest.mark.parametrize('name', ['demo', 'kinetics400_tsm',
+                                  'kinetics400_timesformer'])
+def test_undeclared_model_option_is_one_line(name):
+  config = load(name, None)
+  with config.unlocked():
+    config.model.dropout_rat = 0.3
+  message = assert_one_line_error(config, 'config.model.dropout_rat',
+                                  f'model {config.model_name!r}')
+  assert 'did you mean model.dropout_rate?' in message
+
+
+def test_model_option_of_wrong_type_is_one_line():
+  config = load('demo', None)
+  config.model.depth_multiplier = '0.5'
+  assert_one_line_error(config, "config.model.depth_multiplier='0.5'",
+                        'expected float')
+  config.model.depth_multiplier = 1  # An int for a float is fine.
+  config_lib.validate(config)

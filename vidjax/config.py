@@ -215,13 +215,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_model(config) -> None:
-  """HOOK for the model registry: `config.model` against the model's options.
+  """`config.model` against the options `config.model_name` declares.
 
-  Model options are free-form here; the registry (vidjax/models) declares
-  each model's options and checks them from this one place once it can (it
-  must import lazily: this module imports no JAX). Until then a no-op.
+  The registry (vidjax/models/spec.py) declares each model's options and
+  their defaults; a key it does not declare, or a value whose type differs
+  from its default's, fails here at load, before anything is built. Imported
+  here, not at the top: loading a config imports no JAX (the registry's
+  families do).
   """
-  del config
+  from vidjax.models import registry  # pylint: disable=g-import-not-at-top
+  spec = registry.get_spec(config.model_name)
+  options = spec.options
+  for key, value in config.model.items():
+    path = _name(f'model.{key}')
+    if key not in options:
+      close = difflib.get_close_matches(key, list(options), n=1)
+      hint = f'; did you mean model.{close[0]}?' if close else ''
+      raise VidjaxError(
+          f'{path}={value!r} is not an option of model {spec.name!r} '
+          f'(its options: {", ".join(sorted(options)) or "none"}){hint}')
+    default = options[key]
+    if value is None or default is None:
+      continue
+    expected = type(default)
+    if expected is float and type(value) is int:  # 1 for 1.0 is fine.
+      continue
+    if expected in (tuple, list) and isinstance(value, (tuple, list)):
+      continue
+    if type(value) is not expected:
+      raise VidjaxError(f'{path}={value!r} is {_a(value)}; expected '
+                        f'{_type_name(expected)}')
 
 
 def _name(path: str) -> str:
