@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from benchmarks import steps as bench_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.parallel import halo  # pylint: disable=wrong-import-position
-from vidjax.tools import aot  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import collectives as hlo_collectives  # pylint: disable=wrong-import-position
 
 
 def collectives(args, use_halo: bool) -> dict:
@@ -40,7 +40,7 @@ def collectives(args, use_halo: bool) -> dict:
     _, compiled = bench_steps.compile_train_step(config, 400)
   finally:
     halo.ENABLED = True
-  return aot.parse_collectives(compiled.as_text())
+  return hlo_collectives.parse_collectives(compiled.as_text())
 
 
 def main():

@@ -46,11 +46,12 @@ from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.models import timesformer  # pylint: disable=wrong-import-position
 from vidjax.parallel import (  # pylint: disable=wrong-import-position
     mesh as mesh_lib)
-from vidjax.tools import aot  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import collectives as hlo_collectives  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import topology as topology_lib  # pylint: disable=wrong-import-position
 
 TINY = dict(embed_dim=16, depth=2, num_heads=2, patch_size=8, image_size=32,
             num_frames=8, drop_path_rate=0.0)
-KINDS = aot.COLLECTIVES
+KINDS = hlo_collectives.COLLECTIVES
 MiB = 2 ** 20
 
 
@@ -76,7 +77,7 @@ def compiled_collectives(config, all_to_all=True, devices=None,
                                                  **overrides)
   finally:
     timesformer.TEMPORAL_ALL_TO_ALL = True
-  found = aot.parse_collectives(compiled.as_text())
+  found = hlo_collectives.parse_collectives(compiled.as_text())
   if devices is not None:
     m = compiled.memory_analysis()
     found['memory'] = (m.argument_size_in_bytes + m.output_size_in_bytes
@@ -201,7 +202,7 @@ def main():
           f'gradients all-reduced {p["all-reduce"] / MiB:.2f} MiB (plus the '
           'parameter gradients)')
   if args.tpu:
-    topology = aot.load_topology(args.tpu)
+    topology = topology_lib.load_topology(args.tpu)
     runs = [('Base 8×224²', 8)]
     if args.tpu_l:
       runs.append(('L 96×224²', 96))

@@ -38,7 +38,7 @@ from benchmarks.steps import compile_train_step  # pylint: disable=wrong-import-
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.layers import shift as shift_lib  # pylint: disable=wrong-import-position
 from vidjax.parallel import halo  # pylint: disable=wrong-import-position
-from vidjax.tools import aot  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import collectives as hlo_collectives  # pylint: disable=wrong-import-position
 from vidjax.train import steps  # pylint: disable=wrong-import-position
 
 NUM_CLASSES = 400
@@ -131,7 +131,7 @@ def collectives(config, use_halo: bool) -> tuple[dict, str]:
   finally:
     halo.ENABLED = True
   hlo = compiled.as_text()
-  return aot.parse_collectives(hlo), hlo
+  return hlo_collectives.parse_collectives(hlo), hlo
 
 
 def exchange_bytes(model, clip_shape, data: int) -> dict[str, int]:
@@ -171,7 +171,7 @@ def main():
   for name, use in (('halo shift (vidjax)', True),
                     ('partitioner alone', False)):
     rows[name] = collectives(config, use)
-  kinds = [k for k in aot.COLLECTIVES
+  kinds = [k for k in hlo_collectives.COLLECTIVES
            if any(k in found for found, _ in rows.values())]
   print('| | ' + ' | '.join(kinds) + ' |')
   print('|---|' + '---|' * len(kinds))
