@@ -1,6 +1,6 @@
 """Streaming inference with online TSM: one frame at a time, state carried.
 
-  python -m vidjax.stream --config=configs/kinetics400_tsm_online.py \
+  python -m vidjax.stream --config=configs/kinetics400_tsm_online.py \\
       --checkpoint=workdirs/k400_tsm_online video.mp4 [--top_k=5] [--every=25]
 
 `--checkpoint` is either a trainer workdir (`python -m vidjax.main`; its

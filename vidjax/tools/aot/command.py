@@ -1,10 +1,10 @@
 """Does a config's train step fit a TPU? Compiled ahead of time, on this CPU.
 
-  python -m vidjax.tools.aot --config=configs/kinetics400_s3dg.py \
+  python -m vidjax.tools.aot --config=configs/kinetics400_s3dg.py \\
       --topology=v5e:4x4 --dtype=bfloat16
-  python -m vidjax.tools.aot --config=configs/kinetics400_s3dg.py \
+  python -m vidjax.tools.aot --config=configs/kinetics400_s3dg.py \\
       --topology=v5e:4x4 --lowering=both --remat=block --json=/tmp/aot.json
-  python -m vidjax.tools.aot --config=configs/demo.py --topology=v4:2x2x2 \
+  python -m vidjax.tools.aot --config=configs/demo.py --topology=v4:2x2x2 \\
       --find_max_batch
 
 Like MaxText's train_compile.py: libtpu compiles the config's real train step
