@@ -116,14 +116,6 @@ def _define_verbose(fv: flags.FlagValues, module: str):
                       flag_values=fv, module_name=module)
 
 
-def _verbose(fv: flags.FlagValues, argv: Sequence[str]) -> bool:
-  try:
-    return bool(fv['verbose'].value) if fv.is_parsed() else (
-        'verbose' in _flag_names(argv))
-  except Exception:  # pylint: disable=broad-except
-    return 'verbose' in _flag_names(argv)
-
-
 def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
         *, flag_values: flags.FlagValues | None = None,
         cpu_xla_flags: str | None = None,
@@ -148,13 +140,13 @@ def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
   _define_verbose(fv, module)
   logging.set_verbosity(log_level)
 
-  def parse(argv):
-    names = _flag_names(argv)
+  def parse(args):
+    names = _flag_names(args)
     if names & set(_HELP + _HELPFULL + _HELPXML):
       _print_help(names, fv, module, sys.modules[main.__module__].__doc__)
       sys.exit(0)
     try:
-      return fv(argv)
+      return fv(args)
     except Exception as e:  # pylint: disable=broad-except
       if 'verbose' in names:
         raise
@@ -167,10 +159,10 @@ def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
     try:
       return main(args)
     except (VidjaxError, app.UsageError) as e:
-      if _verbose(fv, argv):
+      if fv['verbose'].value:  # Parsed: main runs after the flags.
         raise
       exit_with_error(describe(e), getattr(e, 'exit_code', 1))
 
-  if fv is flags.FLAGS:
+  if fv is flags.FLAGS:  # absl's logging and debugging flags; exits.
     app.run(main_with_errors, argv, flags_parser=parse)
   return main_with_errors(parse(argv))

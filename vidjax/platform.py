@@ -21,14 +21,18 @@ import sys
 
 # The XLA:CPU flags that train fastest, measured (benchmarks/README.md):
 # YNNPACK runs the dots (1x1x1 convs) and reductions (BN statistics), XLA's
-# Eigen path the other convs. Training step, 2 cores, each alone:
-#   S3D 2x16x224²:    3974 ms (XLA's defaults) -> 1882-2034 ms (section
-#                     "S3D against torchvision", settings default and ynn);
-#   TSM-R50 2x8x224²: 3416 ms -> 2797 ms (section "TSM-R50 against
-#                     PyTorch", 2026-12-03).
+# Eigen path the other convs. vidjax's training step on 2 cores:
+#   S3D 2x16x224²:    3974 ms with XLA's defaults, 1882-2034 ms with these
+#                     ("S3D against torchvision", settings default and ynn,
+#                     2026-11-24; its vidjax column agrees with vidjax run
+#                     alone);
+#   TSM-R50 2x8x224²: 3416 ms -> 2797 ms ("TSM-R50 against PyTorch",
+#                     2026-12-03);
+#   the demo's quarter-width S3D-G: the same, 273 against 267-276 ms
+#                     ("Flags for the demo").
 # Inference is 4-17% slower with them (S3D 583 -> 605-620 ms, TSM-R50
 # 716 -> 841 ms) and the one-frame stream step 5% (54.4 -> 57.4 ms), so
-# only the trainer's command line asks for them.
+# only the trainer's command line (vidjax.main) asks for them.
 CPU_TRAINING_XLA_FLAGS = '--xla_cpu_experimental_ynn_fusion_type=dot,reduce'
 
 
