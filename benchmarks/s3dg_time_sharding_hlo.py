@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from benchmarks import timed_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
-from vidjax.tools import aot  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import collectives as hlo_collectives  # pylint: disable=wrong-import-position
 
 
 def collectives(args, use_halo: bool) -> dict:
@@ -39,7 +39,7 @@ def collectives(args, use_halo: bool) -> dict:
   # A fresh step, traced inside the switch (parallel/comparison.py).
   with comparison.partitioner_only(not use_halo):
     _, compiled = timed_steps.compile_train_step(config, 400)
-  return aot.parse_collectives(compiled.as_text())
+  return hlo_collectives.parse_collectives(compiled.as_text())
 
 
 def main():

@@ -45,11 +45,12 @@ from benchmarks import timed_steps  # pylint: disable=wrong-import-position
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
 from vidjax.parallel import mesh as mesh_lib  # pylint: disable=wrong-import-position
-from vidjax.tools import aot  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import collectives as hlo_collectives  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import topology as topology_lib  # pylint: disable=wrong-import-position
 
 TINY = dict(embed_dim=16, depth=2, num_heads=2, patch_size=8, image_size=32,
             num_frames=8, drop_path_rate=0.0)
-KINDS = aot.COLLECTIVES
+KINDS = hlo_collectives.COLLECTIVES
 MiB = 2 ** 20
 
 
@@ -73,7 +74,7 @@ def compiled_collectives(config, all_to_all=True, devices=None,
     mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
     _, compiled = timed_steps.compile_train_step(config, 400, mesh,
                                                  **overrides)
-  found = aot.parse_collectives(compiled.as_text())
+  found = hlo_collectives.parse_collectives(compiled.as_text())
   if devices is not None:
     m = compiled.memory_analysis()
     found['memory'] = (m.argument_size_in_bytes + m.output_size_in_bytes
@@ -198,7 +199,7 @@ def main():
           f'gradients all-reduced {p["all-reduce"] / MiB:.2f} MiB (plus the '
           'parameter gradients)')
   if args.tpu:
-    topology = aot.load_topology(args.tpu)
+    topology = topology_lib.load_topology(args.tpu)
     runs = [('Base 8×224²', 8)]
     if args.tpu_l:
       runs.append(('L 96×224²', 96))

@@ -38,7 +38,7 @@ from benchmarks.timed_steps import compile_train_step  # pylint: disable=wrong-i
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.layers import shift as shift_lib  # pylint: disable=wrong-import-position
 from vidjax.parallel import comparison  # pylint: disable=wrong-import-position
-from vidjax.tools import aot  # pylint: disable=wrong-import-position
+from vidjax.tools.aot import collectives as hlo_collectives  # pylint: disable=wrong-import-position
 from vidjax.train import setup as setup_lib  # pylint: disable=wrong-import-position
 
 NUM_CLASSES = 400
@@ -129,7 +129,7 @@ def collectives(config, use_halo: bool) -> tuple[dict, str]:
   with comparison.partitioner_only(not use_halo):
     _, compiled = compile_train_step(config, NUM_CLASSES)
   hlo = compiled.as_text()
-  return aot.parse_collectives(hlo), hlo
+  return hlo_collectives.parse_collectives(hlo), hlo
 
 
 def exchange_bytes(model, clip_shape, data: int) -> dict[str, int]:
@@ -169,7 +169,7 @@ def main():
   for name, use in (('halo shift (vidjax)', True),
                     ('partitioner alone', False)):
     rows[name] = collectives(config, use)
-  kinds = [k for k in aot.COLLECTIVES
+  kinds = [k for k in hlo_collectives.COLLECTIVES
            if any(k in found for found, _ in rows.values())]
   print('| | ' + ' | '.join(kinds) + ' |')
   print('|---|' + '---|' * len(kinds))

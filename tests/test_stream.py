@@ -16,11 +16,14 @@ import numpy as np
 import optax
 import pytest
 
-from vidjax import stream
 from vidjax.convert import save_converted
 from vidjax.data import pipeline  # noqa: F401  TF loads here, not mid-test.
 from vidjax.data import video_io
 from vidjax.models import create_model
+from vidjax.streaming import checkpoint as stream_checkpoint
+from vidjax.streaming import command
+from vidjax.streaming import frames as stream_frames
+from vidjax.streaming import online
 from vidjax.train import checkpoint as checkpoint_lib
 from vidjax.train import setup as setup_lib
 
@@ -104,7 +107,7 @@ def run_cli(capfd, *args):
   """`python -m vidjax.stream ARGS` in-process: (exit code, stdout, stderr)."""
   capfd.readouterr()
   try:
-    code = stream.main(['vidjax.stream', *map(str, args)])
+    code = command.main(['vidjax.stream', *map(str, args)])
   except SystemExit as e:
     code = e.code
   out, err = capfd.readouterr()
@@ -127,8 +130,8 @@ def test_streaming_equals_offline_causal_model(model, variables, offline):
   frame_logits = np.asarray(features['frame_logits'][0])  # [T, classes]
   assert np.std(frame_logits) > 0.1  # Random BN stats and head: not ~0.
 
-  step = stream.make_stream_step(model)
-  state = stream.init_state(model, variables, (1, SIZE, SIZE, 3))
+  step = online.make_stream_step(model)
+  state = online.init_state(model, variables, (1, SIZE, SIZE, 3))
   streamed = []
   for t in range(FRAMES):
     logits, state = step(variables, clip[:, t], state)
@@ -141,9 +144,9 @@ def test_streaming_equals_offline_causal_model(model, variables, offline):
 
   # stream_video: per-frame logits, and the running mean of logits after n
   # frames is the offline model's clip logits on those n frames.
-  updates = list(stream.stream_video(
+  updates = list(online.stream_video(
       step, variables, np.asarray(clip[0]),
-      stream.init_state(model, variables, (1, SIZE, SIZE, 3))))
+      online.init_state(model, variables, (1, SIZE, SIZE, 3))))
   assert [u.count for u in updates] == list(range(1, FRAMES + 1))
   assert rel_error([u.logits for u in updates], frame_logits) < 1e-5
   for n in (1, 3, FRAMES):
@@ -155,9 +158,9 @@ def test_streaming_equals_offline_causal_model(model, variables, offline):
   assert abs(probs.sum() - 1) < 1e-5 and np.argmax(probs) == np.argmax(
       features['logits'][0])
   assert updates[-1].frames_per_second > 0
-  windowed = list(stream.stream_video(
+  windowed = list(online.stream_video(
       step, variables, np.asarray(clip[0]),
-      stream.init_state(model, variables, (1, SIZE, SIZE, 3)), window=2))
+      online.init_state(model, variables, (1, SIZE, SIZE, 3)), window=2))
   np.testing.assert_allclose(windowed[-1].mean_logits,
                              frame_logits[-2:].mean(0), rtol=1e-5, atol=1e-6)
 
@@ -186,9 +189,9 @@ def test_cli_streams_a_video(capfd, files, variables, offline):
       done)
 
   # The final top-3 is the offline model's on the same preprocessed frames.
-  with stream.VideoFrames(files['video'], crop_size=SIZE, short_side=37,
-                          mean=(0.485, 0.456, 0.406),
-                          std=(0.229, 0.224, 0.225)) as frames:
+  with stream_frames.VideoFrames(files['video'], crop_size=SIZE,
+                                 short_side=37, mean=(0.485, 0.456, 0.406),
+                                 std=(0.229, 0.224, 0.225)) as frames:
     assert (frames.num_frames, frames.width, frames.height) == (6, 48, 40)
     clip = np.stack(list(frames))[None]
   assert clip.shape == (1, FRAMES, SIZE, SIZE, 3)
@@ -214,7 +217,7 @@ def test_cli_reads_a_trainer_workdir(capfd, files, variables):
   manager.close()
   (workdir / 'config.json').write_text(json.dumps({'model_name': NAME}))
 
-  loaded = stream.load_checkpoint(str(workdir))
+  loaded = stream_checkpoint.load_checkpoint(str(workdir))
   assert (loaded.kind, loaded.step, loaded.model_name) == ('trainer', 7, NAME)
   same = jax.tree.map(np.array_equal, loaded.variables, variables)
   assert all(jax.tree.leaves(same))

@@ -25,7 +25,7 @@ from tests.parallel.test_sharded_step import (
     assert_arrays_close, assert_trees_close, collectives, relative_errors)
 from vidjax.parallel import comparison
 from vidjax.parallel import mesh as mesh_lib
-from vidjax.tools import aot
+from vidjax.tools.aot import collectives as hlo_collectives
 from vidjax.train import setup as setup_lib
 
 NUM_CLASSES = 13
@@ -138,7 +138,7 @@ def momentum(state):
 def test_divided_temporal_step_is_an_all_to_all(both):
   scheme, _, sharded = both
   hlo = sharded[-1]
-  found = aot.parse_collectives(hlo)
+  found = hlo_collectives.parse_collectives(hlo)
   counts = {k: v['count'] for k, v in found.items()}
   assert counts == collectives(hlo)
   if scheme == 'divided_space_time':

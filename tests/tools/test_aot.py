@@ -16,10 +16,15 @@ from configs import demo  # pylint: disable=g-import-not-at-top
 from vidjax.errors import VidjaxError
 from vidjax.layers import conv as conv_lib
 from vidjax.parallel import mesh as mesh_lib
-from vidjax.tools import aot
+from vidjax.tools.aot import collectives
+from vidjax.tools.aot import command
+from vidjax.tools.aot import compiling
+from vidjax.tools.aot import report as report_lib
+from vidjax.tools.aot import topology as topology_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+GiB = topology_lib.GiB
 TOPOLOGY = 'v5e:2x2'  # 4 chips: the smallest multi-chip slice libtpu knows.
 
 
@@ -37,29 +42,29 @@ def tiny_config(mesh=None):
 
 @pytest.fixture(scope='module')
 def topology():
-  return aot.load_topology(TOPOLOGY)
+  return topology_lib.load_topology(TOPOLOGY)
 
 
 @pytest.fixture(scope='module')
 def data_parallel(topology):
-  return aot.compile_step(tiny_config(), topology, dtype='bfloat16')
+  return compiling.compile_step(tiny_config(), topology, dtype='bfloat16')
 
 
 @pytest.fixture(scope='module')
 def time_sharded(topology):
-  return aot.compile_step(tiny_config({'data': -1, 'time': 2}), topology,
-                          dtype='bfloat16')
+  return compiling.compile_step(tiny_config({'data': -1, 'time': 2}),
+                                topology, dtype='bfloat16')
 
 
 def test_topology_devices(topology):
   assert len(topology.devices) == 4
-  assert topology.chip is aot.CHIPS['v5e']
+  assert topology.chip is topology_lib.CHIPS['v5e']
   assert topology.devices[0].device_kind == 'TPU v5 lite'
 
 
 def test_across_slices_only_the_data_axis_crosses_dcn():
   """Two v5e 2x2 slices: mesh_lib.make_mesh builds the hybrid mesh."""
-  devices = aot.load_topology(TOPOLOGY, num_slices=2).devices
+  devices = topology_lib.load_topology(TOPOLOGY, num_slices=2).devices
   assert sorted({d.slice_index for d in devices}) == [0, 1]
   mesh = mesh_lib.make_mesh({'data': -1, 'time': 2}, devices)
   assert dict(mesh.shape) == {'data': 4, 'time': 2}
@@ -83,13 +88,13 @@ def test_data_parallel_step_fits(data_parallel):
   assert 0 < r.aliased <= min(r.arguments, r.outputs)
   assert r.total == (r.arguments + r.outputs - r.aliased + r.temporaries
                      + r.generated_code)
-  assert r.fits and 0 < r.total < r.hbm_capacity == 16 * aot.GiB
+  assert r.fits and 0 < r.total < r.hbm_capacity == 16 * GiB
   assert r.flops > 0 and r.bytes_accessed > 0
   # Gradients (and BN statistics) are summed over the data axis.
   assert r.collectives['all-reduce']['count'] > 0
   assert r.collectives['all-reduce']['bytes'] > 0
   assert 'collective-permute' not in r.collectives
-  text = aot.format_report([r])
+  text = report_lib.format_report([r])
   for needle in ('HBM per chip', 'fits', 'yes', 'all-reduce', 'ESTIMATE',
                  'Cloud TPU docs', '2 per chip x 4'):
     assert needle in text, text
@@ -113,17 +118,17 @@ def test_lowering_default_is_the_tpus_not_the_hosts(monkeypatch, table,
   # 'auto' would pick by the platform running the tool: the CPU here.
   monkeypatch.setattr(conv_lib, 'DEFAULT_LOWERING', table)
   config = tiny_config()
-  assert aot.resolve_options(config) == (expected, 'none', 'float32')
+  assert compiling.resolve_options(config) == (expected, 'none', 'float32')
   config.model.lowering = 'cpu'
   config.model.remat = 'block'
-  assert aot.resolve_options(config) == ('cpu', 'block', 'float32')
-  assert aot.resolve_options(config, 'xla', 'full', 'bfloat16') == (
+  assert compiling.resolve_options(config) == ('cpu', 'block', 'float32')
+  assert compiling.resolve_options(config, 'xla', 'full', 'bfloat16') == (
       'xla', 'full', 'bfloat16')
 
 
 def test_batch_not_divisible(topology):
   with pytest.raises(VidjaxError, match='not divisible by the data axis'):
-    aot.compile_step(tiny_config(), topology, batch_size=6)
+    compiling.compile_step(tiny_config(), topology, batch_size=6)
 
 
 def test_unknown_topology_is_one_line():
@@ -142,7 +147,7 @@ def test_unknown_topology_is_one_line():
 
 def test_layout_libtpu_rejects():
   with pytest.raises(VidjaxError, match="does not know topology 'v5e:3x3'"):
-    aot.load_topology('v5e:3x3')
+    topology_lib.load_topology('v5e:3x3')
 
 
 def test_no_libtpu(monkeypatch):
@@ -151,22 +156,22 @@ def test_no_libtpu(monkeypatch):
       importlib.util, 'find_spec',
       lambda name, *a: None if name == 'libtpu' else find_spec(name, *a))
   with pytest.raises(VidjaxError, match=r'pip install "jax\[tpu\]==0\.'):
-    aot.load_topology(TOPOLOGY)
+    topology_lib.load_topology(TOPOLOGY)
 
 
 def test_default_num_classes():
   config = tiny_config()
-  assert aot.default_num_classes(config) == 13
+  assert compiling.default_num_classes(config) == 13
   for name, n in (('kinetics400', 400), ('ssv2', 174),
                   ('kinetics700', 700), ('kinetics600', 600)):
     config.data.name = name
-    assert aot.default_num_classes(config) == n
+    assert compiling.default_num_classes(config) == n
   config.data.num_classes = 7
-  assert aot.default_num_classes(config) == 7
+  assert compiling.default_num_classes(config) == 7
   config.data.num_classes = None
   config.data.name = 'tfrecord'
   with pytest.raises(VidjaxError, match='--num_classes'):
-    aot.default_num_classes(config)
+    compiling.default_num_classes(config)
 
 
 HLO = """\
@@ -198,7 +203,7 @@ ENTRY %main (a: f32[8,128], b: bf16[4,1,32,32,3]) -> f32[8,128] {
 
 
 def test_parse_collectives_by_hand():
-  got = aot.parse_collectives(HLO)
+  got = collectives.parse_collectives(HLO)
   assert got == {
       # 8x128 f32 + (2 x f32[8] + bf16[3,7,7,3,8]) + the async (f32[16],
       # f32[4]) tuple.
@@ -213,15 +218,15 @@ def test_parse_collectives_by_hand():
                              'bytes': 4 * 32 * 32 * 3 * 2 + 10},
       'all-to-all': {'count': 1, 'async': 0, 'bytes': 2 * 64},
   }
-  assert aot.parse_collectives('ENTRY %m () -> f32[] {\n}\n') == {}
+  assert collectives.parse_collectives('ENTRY %m () -> f32[] {\n}\n') == {}
 
 
 def test_parse_shape():
-  assert aot.parse_shape('f32[8,16]{1,0:T(8,128)}') == 512
-  assert aot.parse_shape('(f32[2]{0}, (bf16[4]{0:T(128)}, u32[]))') == [
-      8, [8, 4]]
-  assert aot.parse_shape('pred[3]') == 3
-  assert aot.parse_shape('s4[5]') == 3
+  assert collectives.parse_shape('f32[8,16]{1,0:T(8,128)}') == 512
+  assert collectives.parse_shape(
+      '(f32[2]{0}, (bf16[4]{0:T(128)}, u32[]))') == [8, [8, 4]]
+  assert collectives.parse_shape('pred[3]') == 3
+  assert collectives.parse_shape('s4[5]') == 3
 
 
 def fake_report(**kw):
@@ -229,23 +234,25 @@ def fake_report(**kw):
               mesh={'data': 16, 'time': 1}, global_batch=64,
               per_chip_batch=4, clip_shape=(64, 224, 224, 3),
               num_classes=400, lowering='xla', remat='none',
-              dtype='bfloat16', hbm_capacity=16 * aot.GiB, fits=True)
+              dtype='bfloat16', hbm_capacity=16 * GiB, fits=True)
   base.update(kw)
-  return aot.Report(**base)
+  return report_lib.Report(**base)
 
 
 def test_roofline_by_hand():
-  chip = aot.CHIPS['v5e']
+  chip = topology_lib.CHIPS['v5e']
   assert (chip.peak_flops, chip.hbm_bandwidth) == (197e12, 819e9)
   # 1.97e12 flops / 197e12 = 10 ms; 4.095e9 bytes / 819e9 = 5 ms.
-  r = aot.roofline(fake_report(flops=1.97e12, bytes_accessed=4.095e9), chip)
+  r = report_lib.roofline(
+      fake_report(flops=1.97e12, bytes_accessed=4.095e9), chip)
   assert r['compute_seconds'] == pytest.approx(0.010)
   assert r['memory_seconds'] == pytest.approx(0.005)
   assert r['seconds'] == pytest.approx(0.010) and r['bound'] == 'compute'
   assert r['clips_per_second'] == pytest.approx(6400)
-  r = aot.roofline(fake_report(flops=1.97e11, bytes_accessed=8.19e9), 'v5e')
+  r = report_lib.roofline(
+      fake_report(flops=1.97e11, bytes_accessed=8.19e9), 'v5e')
   assert r['seconds'] == pytest.approx(0.010) and r['bound'] == 'memory'
-  assert aot.roofline(fake_report(), chip) == {}
+  assert report_lib.roofline(fake_report(), chip) == {}
 
 
 def test_oom_message_figures():
@@ -253,17 +260,17 @@ def test_oom_message_figures():
   message = ('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory '
              'required for HLO temporaries (24.59G) exceeds available HBM '
              '(15.75G).')
-  used, limit = aot._oom_figures(message)
-  assert used == int(24.59 * aot.GiB) and limit == int(15.75 * aot.GiB)
+  used, limit = compiling._oom_figures(message)
+  assert used == int(24.59 * GiB) and limit == int(15.75 * GiB)
   message = ('RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out '
              'of memory in memory space hbm. Used 20.50G of 15.75G hbm. '
              'Exceeded hbm capacity by 4.75G.')
-  used, limit = aot._oom_figures(message)
-  assert used == int(20.5 * aot.GiB) and limit == int(15.75 * aot.GiB)
-  assert aot._oom_figures('something else') == (None, None)
+  used, limit = compiling._oom_figures(message)
+  assert used == int(20.5 * GiB) and limit == int(15.75 * GiB)
+  assert compiling._oom_figures('something else') == (None, None)
   report = fake_report(fits=False, oom=message, oom_used=used,
                        oom_limit=limit)
-  text = aot.format_report([report])
+  text = report_lib.format_report([report])
   assert 'NO, does not fit' in text and 'needs 20.50 GiB of 15.75 GiB' in text
 
 
@@ -274,13 +281,13 @@ def test_find_max_batch_doubles_then_bisects(monkeypatch, topology):
     per_chip = batch_size // 4
     tried.append(per_chip)
     return fake_report(global_batch=batch_size, per_chip_batch=per_chip,
-                       fits=per_chip <= 5, total=per_chip * aot.GiB,
+                       fits=per_chip <= 5, total=per_chip * GiB,
                        compile_seconds=1.0)
 
-  monkeypatch.setattr(aot, 'compile_step', fake_compile)
+  monkeypatch.setattr(compiling, 'compile_step', fake_compile)
   lines = []
-  best, probes = aot.find_max_batch(tiny_config(), topology,
-                                    progress=lines.append)
+  best, probes = compiling.find_max_batch(tiny_config(), topology,
+                                          progress=lines.append)
   assert tried == [1, 2, 4, 8, 6, 5]
   assert best.per_chip_batch == 5 and best.global_batch == 20
   assert len(probes) == len(lines) == 6
@@ -289,23 +296,24 @@ def test_find_max_batch_doubles_then_bisects(monkeypatch, topology):
 
   # From a starting batch: up from it, or from 1 if it does not fit.
   tried.clear()
-  best, _ = aot.find_max_batch(tiny_config(), topology, start=4,
+  best, _ = compiling.find_max_batch(tiny_config(), topology, start=4,
                                progress=None)
   assert tried == [4, 8, 6, 5] and best.per_chip_batch == 5
   tried.clear()
-  best, _ = aot.find_max_batch(tiny_config(), topology, start=8,
+  best, _ = compiling.find_max_batch(tiny_config(), topology, start=8,
                                progress=None)
   assert tried == [8, 1, 2, 4, 6, 5] and best.per_chip_batch == 5
 
   tried.clear()
-  monkeypatch.setattr(aot, 'compile_step', lambda *a, batch_size, **k: (
+  monkeypatch.setattr(compiling, 'compile_step', lambda *a, batch_size, **k: (
       tried.append(batch_size) or fake_report(fits=False)))
-  best, probes = aot.find_max_batch(tiny_config(), topology, progress=None)
+  best, probes = compiling.find_max_batch(tiny_config(), topology,
+                                          progress=None)
   assert best is None and tried == [4]
 
 
 def test_parse_mesh():
-  assert aot.parse_mesh('data=-1,time=2') == {'data': -1, 'time': 2}
+  assert command.parse_mesh('data=-1,time=2') == {'data': -1, 'time': 2}
   with pytest.raises(VidjaxError):
-    aot.parse_mesh('data:2')
+    command.parse_mesh('data:2')
 

@@ -6,15 +6,8 @@ count), which `vidjax.convert.restore_converted(DIR)` reads back. Bad input
 prints one `vidjax: error: ...` line (`--verbose` shows the traceback) and
 exits 1.
 """
-import os
-
-# Before TensorFlow or XLA load: their C++ info logs would bury the one-line
-# errors and the summary this tool prints.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
-from absl import logging
 
 from vidjax import cli
 from vidjax.errors import VidjaxError
@@ -30,16 +23,7 @@ _OPTION = flags.DEFINE_multi_string(
     'TimeSformer state dict: --option=num_heads=12).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Replace an existing conversion in --out.')
-_VERBOSE = flags.DEFINE_bool('verbose', False,
-                             'Show tracebacks for user errors.')
 flags.mark_flags_as_required(['model', 'torch', 'out'])
-
-
-def fail(error: BaseException, verbose: bool):
-  """Prints `error` as one line and exits 1 (re-raises with --verbose)."""
-  if verbose:
-    raise error
-  cli.exit_with_error(str(error))
 
 
 def parse_options(items) -> dict:
@@ -67,20 +51,16 @@ def main(argv):
   # Imported here so that flag errors answer before JAX loads.
   from vidjax import convert  # pylint: disable=g-import-not-at-top
 
-  try:
-    model, variables = convert.load_torch(_MODEL.value, _TORCH.value,
-                                          **parse_options(_OPTION.value))
-    out = convert.save_converted(
-        _OUT.value, _MODEL.value, model.num_classes, variables,
-        options=convert.model_options(_MODEL.value, model),
-        overwrite=_OVERWRITE.value)
-  except VidjaxError as e:
-    fail(e, verbose=_VERBOSE.value)
+  model, variables = convert.load_torch(_MODEL.value, _TORCH.value,
+                                        **parse_options(_OPTION.value))
+  out = convert.save_converted(
+      _OUT.value, _MODEL.value, model.num_classes, variables,
+      options=convert.model_options(_MODEL.value, model),
+      overwrite=_OVERWRITE.value)
   count = sum(a.size for a in convert.mapping.flatten(variables).values())
   print(f'Converted {_TORCH.value} to {_MODEL.value} '
         f'({model.num_classes} classes, {count:,} values): {out}')
 
 
 if __name__ == '__main__':
-  logging.set_verbosity(logging.WARNING)
-  app.run(main, flags_parser=cli.flags_parser(fail))
+  cli.run(main)

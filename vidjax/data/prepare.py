@@ -21,10 +21,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
@@ -54,15 +50,6 @@ _JPEG_QUALITY = flags.DEFINE_integer(
     'jpeg_quality', None, 'JPEG quality of the frames (default 90).')
 _VIDEOS_PER_SHARD = flags.DEFINE_integer(
     'videos_per_shard', None, 'Videos per TFRecord shard (default 100).')
-_VERBOSE = flags.DEFINE_bool('verbose', False,
-                             'Show tracebacks for user errors.')
-
-
-def fail(error: BaseException, verbose: bool):
-  """One line on stderr and exit 1 (re-raises with --verbose)."""
-  if verbose:
-    raise error
-  cli.exit_with_error(str(error))
 
 
 def _parse_fps(text):
@@ -179,8 +166,6 @@ def main(argv):
     rows = prepare(builder, manual_dir=_MANUAL_DIR.value,
                    download_dir=_DOWNLOAD_DIR.value)
     seconds = time.monotonic() - start
-  except VidjaxError as e:
-    fail(e, verbose=_VERBOSE.value)
   except KeyboardInterrupt:
     print('\nvidjax: interrupted; finished shards are kept: run the same '
           'command again to resume', file=sys.stderr)
@@ -194,8 +179,7 @@ def main(argv):
 def run():
   # TFDS's info/warning lines (variant folders, custom configs) would bury
   # the progress line and the one-line errors; our notes go to the summary.
-  logging.set_verbosity(logging.ERROR)
-  app.run(main, flags_parser=cli.flags_parser(fail))
+  cli.run(main, log_level=logging.ERROR)
 
 
 if __name__ == '__main__':

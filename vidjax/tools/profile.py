@@ -14,13 +14,13 @@ Compiling traces and optimises the program but executes nothing.
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 
+from vidjax import cli
 from vidjax.errors import VidjaxError
 from vidjax.models import complexity
 from vidjax.models import create_model
@@ -90,18 +90,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not _MODEL.value:
-    print('vidjax: error: --model is required', file=sys.stderr)
-    sys.exit(1)
+    raise VidjaxError('--model is required')
   try:
     result = profile(_MODEL.value, frames=_FRAMES.value, size=_SIZE.value,
                      batch=_BATCH.value, channels=_CHANNELS.value,
                      num_classes=_NUM_CLASSES.value,
                      compile_forward=_COMPILE.value)
-  except (VidjaxError, ValueError) as e:
-    print(f'vidjax: error: {e}', file=sys.stderr)
-    sys.exit(1)
+  except ValueError as e:  # A clip too small for the model, and such.
+    raise VidjaxError(str(e)) from e
   print(json.dumps(result) if _JSON.value else _format(result))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,7 +1,7 @@
 """The train state, its shardings and the jitted steps, from a config.
 
 `build(config, num_classes, mesh)` is what the trainer and the AOT tool
-(vidjax/tools/aot.py) share, so the step compiled ahead of time for a TPU
+(vidjax/tools/aot/) share, so the step compiled ahead of time for a TPU
 is the step that trains:
 
   model (logical names) → eval_shape(boxed init) → rules → state shardings
