@@ -30,7 +30,7 @@ from vidjax.errors import VidjaxError
 # TSN's multi-scale crop: crop sides as fractions of the short side.
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
 
-# The named pipeline steps (vidjax/data/steps.py) of training and
+# The named pipeline steps (vidjax/data/pipeline_steps.py) of training and
 # evaluation. Flip before resize: mirroring uint8 pixels moves a quarter of
 # the bytes.
 DEFAULT_TRAIN_STEPS = ('parse', 'sample_dense', 'crop_random_resized',
@@ -167,7 +167,7 @@ def default_config() -> ml_collections.ConfigDict:
   # Also shard parameters and optimizer state over 'data'.
   config.fsdp = False
   # BN statistics over groups of this many devices along 'data'; 0: the
-  # global batch (vidjax/train/steps.py: bn_groups).
+  # global batch (vidjax/train/setup.py: bn_groups).
   config.bn_sync_devices = 0
 
   # A `python -m vidjax.convert` output directory to fine-tune from (the
