@@ -33,8 +33,9 @@ attached, and the compiled program says, per chip:
 `--batch_size` is the global batch (as config.batch_size); the per-chip
 figure is global / the mesh's data axis. `--find_max_batch` searches the
 largest per-chip batch that fits (doubling from 1, then bisection; one
-compile per probe). `--lowering=both` compiles the 'xla' and 'cpu' lowerings
-of convs, pools and BN (vidjax/layers/conv.py) and prints them side by side.
+compile per probe). `--lowering=both` compiles the 'plain' and 'custom'
+kernel sets (vidjax/kernels/; 'xla' and 'cpu' are their former names) and
+prints them side by side.
 
 Topology names are libtpu's, GENERATION:AxB (v5e, v6e) or AxBxC (v4, v5p),
 in chips, e.g. v5e:2x2 (a v5litepod-4), v5e:4x4 (v5litepod-16), v4:2x2x1
@@ -76,7 +77,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vidjax.errors import VidjaxError
-from vidjax.layers import conv as conv_lib
+from vidjax import kernels as kernels_lib
 from vidjax.parallel import mesh as mesh_lib
 
 GiB = 2**30
@@ -402,9 +403,10 @@ def resolve_options(config, lowering=None, remat=None, dtype=None):
   Lowering 'auto' (the default) would resolve by the platform running the
   tool, the CPU; it means what the trainer gets on a TPU instead.
   """
-  lowering = lowering or _model_option(config, 'lowering', 'auto')
+  lowering = lowering or _model_option(config, 'kernels', 'auto')
+  lowering = kernels_lib.FORMER_NAMES.get(lowering, lowering)
   if lowering == 'auto':
-    lowering = conv_lib.default_lowering('tpu')
+    lowering = kernels_lib.default_kernels('tpu')
   remat = remat or _model_option(config, 'remat', 'none')
   dtype = dtype or _model_option(config, 'dtype', None) or 'float32'
   dtype = jnp.dtype(dtype).name
@@ -423,7 +425,8 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
       {'data': -1}) lays the mesh over the topology's chips.
     topology: from load_topology.
     batch_size: the global batch (default config.batch_size).
-    lowering, remat, dtype: model overrides ('xla'|'cpu', 'none'|'block'|
+    lowering, remat, dtype: model overrides (kernels 'plain'|'custom',
+      formerly 'xla'|'cpu'; 'none'|'block'|
       'full', 'bfloat16'|'float32'); default: the config's (resolve_options).
     num_classes: default default_num_classes(config).
     keep_hlo: keep the optimized HLO text in `report.hlo`.
@@ -443,9 +446,9 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
   # build() shards the labels by config.batch_size.
   config.batch_size = batch
   overrides = dict(remat=remat, dtype=jnp.dtype(dtype))
-  if _has_option(config.model_name, 'lowering'):
-    overrides['lowering'] = lowering
-  else:  # A model without convs to lower (TimeSformer).
+  if _has_option(config.model_name, 'kernels'):
+    overrides['kernels'] = lowering
+  else:  # A model without a kernel set to choose.
     lowering = '-'
   setup = steps.build(config, num_classes, mesh, **overrides)
   rng = jax.eval_shape(lambda: jax.random.key(0))
@@ -769,9 +772,10 @@ def _define_flags():
           'fits HBM (one compile per probe), doubling from 1 (or from '
           "--batch_size's per-chip figure) then bisecting."),
       'lowering': flags.DEFINE_enum(
-          'lowering', None, ['xla', 'cpu', 'both'], 'Conv/pool/BN lowering '
-          "(default: the config's, 'auto' meaning what a TPU gets, "
-          "vidjax.layers.conv.DEFAULT_LOWERING); 'both' "
+          'lowering', None, ['plain', 'custom', 'xla', 'cpu', 'both'],
+          "Kernel set ('xla' and 'cpu': the former names of 'plain' and "
+          "'custom'; default: the config's model.kernels, 'auto' meaning "
+          "what a TPU gets, vidjax.kernels.DEFAULT_KERNELS); 'both' "
           'compiles both side by side.'),
       'remat': flags.DEFINE_enum(
           'remat', None, ['none', 'block', 'full'],
@@ -858,7 +862,7 @@ def main(argv):
     config.unlock()
     if f['mesh'].value:
       config.mesh = parse_mesh(f['mesh'].value)
-    lowerings = (['xla', 'cpu'] if f['lowering'].value == 'both'
+    lowerings = (['plain', 'custom'] if f['lowering'].value == 'both'
                  else [f['lowering'].value])
     options = dict(remat=f['remat'].value, dtype=f['dtype'].value,
                    num_classes=f['num_classes'].value)
