@@ -9,10 +9,13 @@ re-wiring a layer leaves it as it is, while any change to the maths or to
 the order of the ops shows. It only lowers: nothing is compiled or run.
 
 golden_hlo.json was written by the code of commit 858a40e, before the
-kernels moved out of vidjax/layers/ into vidjax/kernels/ (then the model
-option was `lowering` with 'cpu' and 'xla'; those programs are recorded
-under 'custom' and 'plain'). tests/kernels/test_unchanged.py asserts that
-today's code lowers to the same programs.
+kernels moved out of vidjax/layers/ into vidjax/kernels/, by a copy of
+this file that spelled the option as it was then: `lowering`, 'cpu' for
+'custom' and 'xla' for 'plain'. TimeSformer had no option: its 'custom'
+was the code as it stood (every Dense through mixed_dot_general), its
+'plain' the same with attention.Dense patched to nn.Dense with
+lax.dot_general. tests/kernels/test_unchanged.py asserts that today's code
+lowers to the same programs.
 
 When a change to a lowered program is intended (a new kernel, a jax
 upgrade), regenerate the file and say why in the commit:
