@@ -272,7 +272,7 @@ n, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 a = jax.random.normal(jax.random.key(0), (n, n), dtype)
 b = jax.random.normal(jax.random.key(1), (n, n), dtype)
 # bf16 operands accumulate in float32, the product a mixed-precision
-# Dense asks for (vidjax/layers/matmul.py).
+# Dense asks for (vidjax/kernels/matmul.py).
 dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
 dot(a, b).block_until_ready()
 times = []

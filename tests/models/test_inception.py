@@ -199,32 +199,38 @@ class RegistryTest(parameterized.TestCase):
       create_model('s3dg', num_classes=3, not_a_field=1)
 
 
-class LoweringTest(parameterized.TestCase):
-  """The CPU-tuned and the plain XLA lowerings are the same model.
+class KernelSetsTest(parameterized.TestCase):
+  """The custom and the plain kernel sets are the same model.
 
   Same variables, and the same eval-mode outputs up to the rounding of
   different conv algorithms (~1e-5 on intermediate features). Train mode is
   not compared end to end: at this size BN normalises 16 values per channel
-  at the top and amplifies that rounding ~100x. Each lowering's parts are
-  tested exactly against the other's where it matters: the BN+ReLU gradient
-  against autodiff (test_norm), the pools against reduce_window including
-  gradients and ties (test_pool), polyphase strided convs against XLA's
-  (test_conv).
+  at the top and amplifies that rounding ~100x. Each kernel set's parts are
+  tested exactly against the other's where it matters (tests/kernels/): the
+  BN+ReLU gradient against autodiff (test_norm), the pools against
+  reduce_window including gradients and ties (test_pool), polyphase strided
+  convs against XLA's (test_conv).
   """
+
+  def test_an_unknown_kernel_set_names_the_known_ones(self):
+    model = create_model('s3dg', num_classes=5, kernels='xla', **TINY)
+    with self.assertRaisesRegex(VidjaxError, "unknown kernels 'xla'; "
+                                'known: auto, custom, plain'):
+      model.init(jax.random.key(0), jnp.zeros((1, 8, 32, 32, 3)))
 
   @parameterized.named_parameters(('s3dg', 's3dg'), ('i3d', 'i3d'),
                                   ('s3d_torchvision', 's3d_torchvision'))
   def test_same_parameters_and_values(self, name):
     video = jax.random.normal(jax.random.key(1), (2, 8, 32, 32, 3))
     outputs = {}
-    for lowering in ('cpu', 'xla'):
+    for kernels in ('custom', 'plain'):
       model = create_model(name, num_classes=5, depth_multiplier=0.125,
-                           min_depth=8, lowering=lowering)
+                           min_depth=8, kernels=kernels)
       variables = nn.unbox(model.init(jax.random.key(0), video))
       logits = jax.jit(lambda v, m=model: m.apply(v, video))(variables)
-      outputs[lowering] = (variables, logits)
-    chex.assert_trees_all_equal(outputs['cpu'][0], outputs['xla'][0])
-    chex.assert_trees_all_close(outputs['cpu'][1], outputs['xla'][1],
+      outputs[kernels] = (variables, logits)
+    chex.assert_trees_all_equal(outputs['custom'][0], outputs['plain'][0])
+    chex.assert_trees_all_close(outputs['custom'][1], outputs['plain'][1],
                                rtol=1e-4, atol=1e-5)
 
   def test_remat_changes_nothing_but_memory(self):

@@ -20,6 +20,7 @@ import pytest
 from tests.layers.attention_reference import (
     np_dense, np_gelu, np_layer_norm, np_mhsa, np_params)
 from vidjax.errors import VidjaxError
+from vidjax.kernels import KERNEL_SETS
 from vidjax.models import create_model, timesformer
 from vidjax.tools import profile
 
@@ -228,17 +229,22 @@ class ModelTest(chex.TestCase):
       return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
     (_, logits32), grads32 = loss_and_grads(model)
-    (_, logits16), grads16 = loss_and_grads(model.clone(dtype=jnp.bfloat16))
-    chex.assert_type([logits16, logits32], jnp.float32)
-    scale = np.abs(np.asarray(logits32)).max()
-    np.testing.assert_allclose(logits16, logits32, atol=0.02 * scale)
-    # Per tensor (here at most 1.5%; a weight gradient paired with the
-    # wrong rows is off by 20% or more).
-    errors = jax.tree.map(
-        lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b)),
-        grads16, grads32)
-    for path, error in jax.tree_util.tree_leaves_with_path(errors):
-      self.assertLess(error, 0.05, jax.tree_util.keystr(path))
+    # Either kernel set: bf16 products accumulated in float32 ('custom',
+    # vidjax/kernels/matmul.py) or lax.dot_general's bf16 dots ('plain').
+    for kernels in KERNEL_SETS:
+      (_, logits16), grads16 = loss_and_grads(
+          model.clone(dtype=jnp.bfloat16, kernels=kernels))
+      chex.assert_type([logits16, logits32], jnp.float32)
+      scale = np.abs(np.asarray(logits32)).max()
+      np.testing.assert_allclose(logits16, logits32, atol=0.02 * scale)
+      # Per tensor (here at most 1.5%; a weight gradient paired with the
+      # wrong rows is off by 20% or more).
+      errors = jax.tree.map(
+          lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b)),
+          grads16, grads32)
+      for path, error in jax.tree_util.tree_leaves_with_path(errors):
+        self.assertLess(error, 0.05,
+                        f'{kernels} {jax.tree_util.keystr(path)}')
 
   def test_divided_with_one_frame_is_space_only_at_initialisation(self):
     # A fresh divided model (temporal_fc and time_embed zero) on one frame

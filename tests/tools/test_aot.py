@@ -14,7 +14,8 @@ pytest.importorskip('libtpu', reason='the AOT tool needs libtpu: '
 
 from configs import demo  # pylint: disable=g-import-not-at-top
 from vidjax.errors import VidjaxError
-from vidjax.layers import conv as conv_lib
+from vidjax import kernels as kernels_lib
+from vidjax.kernels import selection
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.tools.aot import collectives
 from vidjax.tools.aot import command
@@ -82,7 +83,7 @@ def test_data_parallel_step_fits(data_parallel):
       {'data': 4, 'time': 1}, 8, 2)
   # The config says 'auto': what a TPU gets, not this CPU host.
   assert (r.lowering, r.remat, r.dtype, r.num_classes) == (
-      conv_lib.default_lowering('tpu'), 'none', 'bfloat16', 13)
+      kernels_lib.default_kernels('tpu'), 'none', 'bfloat16', 13)
   assert r.arguments > 0 and r.outputs > 0 and r.generated_code > 0
   # The donated state comes back in place.
   assert 0 < r.aliased <= min(r.arguments, r.outputs)
@@ -110,20 +111,24 @@ def test_time_sharded_step_exchanges_halos(time_sharded):
 
 
 @pytest.mark.parametrize('table,expected', [
-    ({'cpu': 'cpu', 'tpu': 'xla'}, 'xla'),
-    ({'cpu': 'xla', 'tpu': 'cpu'}, 'cpu'),
+    ({'cpu': 'custom', 'tpu': 'plain'}, 'plain'),
+    ({'cpu': 'plain', 'tpu': 'custom'}, 'custom'),
 ])
 def test_lowering_default_is_the_tpus_not_the_hosts(monkeypatch, table,
                                                     expected):
   # 'auto' would pick by the platform running the tool: the CPU here.
-  monkeypatch.setattr(conv_lib, 'DEFAULT_LOWERING', table)
+  monkeypatch.setattr(selection, 'DEFAULT_KERNELS', table)
   config = tiny_config()
   assert compiling.resolve_options(config) == (expected, 'none', 'float32')
-  config.model.lowering = 'cpu'
+  config.model.kernels = 'custom'
   config.model.remat = 'block'
-  assert compiling.resolve_options(config) == ('cpu', 'block', 'float32')
+  assert compiling.resolve_options(config) == ('custom', 'block', 'float32')
+  assert compiling.resolve_options(config, 'plain', 'full', 'bfloat16') == (
+      'plain', 'full', 'bfloat16')
+  # --lowering keeps its former values as aliases.
   assert compiling.resolve_options(config, 'xla', 'full', 'bfloat16') == (
-      'xla', 'full', 'bfloat16')
+      'plain', 'full', 'bfloat16')
+  assert compiling.resolve_options(config, 'cpu')[0] == 'custom'
 
 
 def test_batch_not_divisible(topology):
@@ -233,7 +238,7 @@ def fake_report(**kw):
   base = dict(topology='v5e:4x4', chip='v5e', num_chips=16,
               mesh={'data': 16, 'time': 1}, global_batch=64,
               per_chip_batch=4, clip_shape=(64, 224, 224, 3),
-              num_classes=400, lowering='xla', remat='none',
+              num_classes=400, lowering='plain', remat='none',
               dtype='bfloat16', hbm_capacity=16 * GiB, fits=True)
   base.update(kw)
   return report_lib.Report(**base)

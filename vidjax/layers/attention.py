@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidjax.layers import matmul
+from vidjax.kernels import matmul as matmul_kernels
 
 
 Dtype = Any
@@ -34,10 +34,15 @@ Initializer = Any
 default_kernel_init = nn.initializers.truncated_normal(stddev=0.02)
 LAYER_NORM_EPSILON = 1e-6
 
-# Every Dense of the transformer: in bfloat16 on a CPU, products accumulate
-# in float32 on the AMX/YNNPACK path (vidjax/layers/matmul.py); otherwise
-# it is nn.Dense.
-Dense = functools.partial(nn.Dense, dot_general=matmul.mixed_dot_general)
+
+# pylint: disable-next=invalid-name
+def Dense(*args, kernels: str = 'custom', **kwargs) -> nn.Dense:
+  """Every Dense of the transformer: an nn.Dense whose `dot_general` is
+  the `kernels` set's (vidjax/kernels/matmul.py). With 'custom', in
+  bfloat16 on a CPU, products accumulate in float32 on the AMX/YNNPACK
+  path; otherwise, and with 'plain', it is nn.Dense."""
+  return nn.Dense(*args, dot_general=matmul_kernels.dot_general(kernels),
+                  **kwargs)
 
 
 class DropPath(nn.Module):
@@ -96,6 +101,7 @@ class Mlp(nn.Module):
     dtype: the computation dtype (None: inferred from inputs and params).
     param_dtype: the parameter dtype.
     kernel_init: initializer of both kernels.
+    kernels: the kernel set of its products ('custom', 'plain', 'auto').
   """
   hidden_dim: int
   out_dim: int | None = None
@@ -103,13 +109,15 @@ class Mlp(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  kernels: str = 'custom'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     out_dim = self.out_dim or x.shape[-1]
     dense = functools.partial(Dense, dtype=self.dtype,
                               param_dtype=self.param_dtype,
-                              kernel_init=self.kernel_init)
+                              kernel_init=self.kernel_init,
+                              kernels=self.kernels)
     x = dense_on_rows(dense(self.hidden_dim, name='fc1'), x)
     x = nn.gelu(x, approximate=False)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
@@ -142,6 +150,7 @@ class MultiHeadSelfAttention(nn.Module):
       softmax over hundreds of tokens loses too much precision.
     param_dtype: the parameter dtype.
     kernel_init: initializer of the qkv and proj kernels.
+    kernels: the kernel set of its products ('custom', 'plain', 'auto').
   """
   num_heads: int
   qkv_bias: bool = True
@@ -152,6 +161,7 @@ class MultiHeadSelfAttention(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  kernels: str = 'custom'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
@@ -166,7 +176,7 @@ class MultiHeadSelfAttention(nn.Module):
     lead, length = x.shape[:-2], x.shape[-2]
 
     qkv = Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
-                param_dtype=self.param_dtype,
+                param_dtype=self.param_dtype, kernels=self.kernels,
                 kernel_init=nn.with_logical_partitioning(
                     self.kernel_init, ('embed', 'heads')),
                 bias_init=nn.with_logical_partitioning(
@@ -195,6 +205,7 @@ class MultiHeadSelfAttention(nn.Module):
           scale=scale).astype(v.dtype)
     out = einops.rearrange(out, 'b l h d -> b l (h d)')
     proj = Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernels=self.kernels,
                  kernel_init=nn.with_logical_partitioning(
                      self.kernel_init, ('heads', 'embed')),
                  bias_init=nn.with_logical_partitioning(

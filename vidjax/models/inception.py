@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vidjax import kernels as kernels_lib
 from vidjax.layers import conv as conv_lib
 from vidjax.layers import pool as pool_lib
 from vidjax.layers.gating import SelfGating
@@ -59,10 +60,9 @@ def parse_schedule_entry(entry: str) -> tuple[str, bool]:
   return kind, gate == 'gate'
 
 
-def max_pool(x, window, strides, padding, lowering='cpu'):
+def max_pool(x, window, strides, padding, kernels='custom'):
   pads = conv_lib.explicit_padding(padding, x.shape[1:4], window, strides)
-  y = pool_lib.max_pool(x, window, strides, pads,
-                        conv_lib.resolve_lowering(lowering))
+  y = pool_lib.max_pool(x, window, strides, pads, kernels)
   return rules_lib.constrain(y, rules_lib.VIDEO)
 
 
@@ -75,7 +75,7 @@ class InceptionBlock(nn.Module):
   numerics: conv_lib.ConvNumerics
   dtype: Any = None
   bn_groups: int = 1
-  lowering: str = 'cpu'
+  kernels: str = 'custom'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -85,7 +85,7 @@ class InceptionBlock(nn.Module):
     unit = lambda f, k, name: conv_lib.STConv(  # noqa: E731
         f, k, temporal_kernel_size=3, kind=self.kind if k > 1 else '2d',
         numerics=self.numerics, dtype=self.dtype, bn_groups=self.bn_groups,
-        lowering=self.lowering, name=name)
+        kernels=self.kernels, name=name)
     gate = lambda y, name: (  # noqa: E731
         SelfGating(self.gating_bias, dtype=self.dtype, name=name)(y)
         if self.gated else y)
@@ -100,7 +100,7 @@ class InceptionBlock(nn.Module):
     y2 = gate(y2, 'Branch_2/gating')
     y3 = max_pool(x, (3, 3, 3), (1, 1, 1),
                   self.numerics.pool_padding or self.numerics.padding,
-                  self.lowering)
+                  self.kernels)
     y3 = unit(b3, 1, 'Branch_3/Conv2d_0b_1x1')(y3, train)
     y3 = gate(y3, 'Branch_3/gating')
     return rules_lib.constrain(jnp.concatenate([y0, y1, y2, y3], axis=-1),
@@ -123,8 +123,9 @@ class InceptionVideoNet(nn.Module):
     dropout_rate: before the classifier (TF-slim keeps 0.8).
     bn_groups: BN statistics per this many equal groups of the batch
       (layers/norm.py); the trainer sets it from config.bn_sync_devices.
-    lowering: 'cpu', 'xla' or 'auto' (by platform): how convs, pools and
-      BN+ReLU are lowered (layers/conv.py). Same parameters and values.
+    kernels: 'custom', 'plain' or 'auto' (by platform): the kernel set of
+      convs, pools and BN+ReLU (vidjax/kernels/). Same parameters and
+      values.
     remat: what the backward pass recomputes instead of keeping: 'none';
       'block', each Inception block from its input (the block outputs are
       kept); 'full', also each stem unit (Conv2d_1a … 2c, the largest
@@ -149,7 +150,7 @@ class InceptionVideoNet(nn.Module):
   bn_momentum: float | None = None
   dtype: Any = None
   bn_groups: int = 1
-  lowering: str = 'auto'
+  kernels: str = 'auto'
   remat: str = 'none'
 
   def depth(self, channels: int) -> int:
@@ -167,14 +168,14 @@ class InceptionVideoNet(nn.Module):
                        f'{", ".join(REMAT)}')
     plan = dict(zip(SCHEDULED_BLOCKS, map(parse_schedule_entry,
                                           self.schedule)))
-    lowering = conv_lib.resolve_lowering(self.lowering)
+    kernels = kernels_lib.resolve(self.kernels)
     # The backward pass recomputes a rematerialised module from its input.
     block_cls = (nn.remat(InceptionBlock, static_argnums=(2,))
                  if self.remat != 'none' else InceptionBlock)
     unit_cls = (nn.remat(conv_lib.STConv, static_argnums=(2,))
                 if self.remat == 'full' else conv_lib.STConv)
     unit = functools.partial(unit_cls, bn_groups=self.bn_groups,
-                             lowering=lowering, dtype=self.dtype)
+                             kernels=kernels, dtype=self.dtype)
     numerics = conv_lib.resolve_numerics(self.numerics)
     if self.bn_momentum is not None:
       numerics = dataclasses.replace(numerics, bn_momentum=self.bn_momentum)
@@ -190,7 +191,7 @@ class InceptionVideoNet(nn.Module):
         kind=self.stem, stride=2, temporal_stride=2, numerics=numerics,
         name='Conv2d_1a_7x7')(x, train)
     features['Conv2d_1a_7x7'] = x
-    x = max_pool(x, (1, 3, 3), (1, 2, 2), padding, lowering)
+    x = max_pool(x, (1, 3, 3), (1, 2, 2), padding, kernels)
     x = unit(self.depth(64), 1, numerics=numerics,
              name='Conv2d_2b_1x1')(x, train)
     kind, gated = plan['Conv2d_2c_3x3']
@@ -204,12 +205,12 @@ class InceptionVideoNet(nn.Module):
     for name, widths in INCEPTION_WIDTHS.items():
       if name in POOLS_BEFORE:
         pool_name, window, strides = POOLS_BEFORE[name]
-        x = max_pool(x, window, strides, padding, lowering)
+        x = max_pool(x, window, strides, padding, kernels)
         features[pool_name] = x
       kind, gated = plan[name]
       x = block_cls(tuple(map(self.depth, widths)), kind, gated,
                     self.gating_bias, numerics, dtype=self.dtype,
-                    bn_groups=self.bn_groups, lowering=lowering,
+                    bn_groups=self.bn_groups, kernels=kernels,
                     name=name)(x, train)
       features[name] = x
 

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from vidjax.errors import VidjaxError
+from vidjax import kernels as kernels_lib
 from vidjax.layers import conv as conv_lib
 from vidjax.layers import pool as pool_lib
 from vidjax.layers import shift as shift_lib
@@ -82,20 +83,20 @@ class _Layers:
   dtype: Any = None
   bn_groups: int = 1
   bn_momentum: float = BN_MOMENTUM
-  lowering: str = 'cpu'
+  kernels: str = 'custom'
 
   def conv(self, features: int, kernel: int, stride: int, name: str):
     # Symmetric (k - 1) // 2 padding: torchvision's padding=3 / 1 / 0.
     return conv_lib.Conv3D(
         features, (1, kernel, kernel), (1, stride, stride),
-        padding='SYMMETRIC', dtype=self.dtype, lowering=self.lowering,
+        padding='SYMMETRIC', dtype=self.dtype, kernels=self.kernels,
         name=name)
 
   def bn(self, train: bool, name: str, relu: bool = True):
     return BatchNormReLU(
         use_running_average=not train, momentum=self.bn_momentum,
         epsilon=BN_EPSILON, dtype=self.dtype, groups=self.bn_groups,
-        custom_gradient=self.lowering == 'cpu', relu=relu, name=name)
+        kernels=self.kernels, relu=relu, name=name)
 
 
 class Projection(nn.Module, kw_only=True):
@@ -118,13 +119,13 @@ class _Block(shift_lib.ShiftedResidual, kw_only=True):
   dtype: Any = None
   bn_groups: int = 1
   bn_momentum: float = BN_MOMENTUM
-  lowering: str = 'cpu'
+  kernels: str = 'custom'
 
   expansion = 1
 
   def _layers(self) -> _Layers:
     return _Layers(self.dtype, self.bn_groups, self.bn_momentum,
-                   self.lowering)
+                   self.kernels)
 
   def shortcut(self, x, train):
     if not self.projection:
@@ -199,7 +200,7 @@ class TSM(nn.Module):
       0.9).
     dtype: compute dtype (bf16 with float32 parameters).
     bn_groups: BN statistics per this many groups of the batch.
-    lowering: 'cpu', 'xla' or 'auto' (vidjax/layers/conv.py).
+    kernels: 'custom', 'plain' or 'auto' (vidjax/kernels/selection.py).
     remat: 'none' or 'block' (each residual block recomputed from its input
       in the backward pass).
   """
@@ -215,7 +216,7 @@ class TSM(nn.Module):
   bn_momentum: float = BN_MOMENTUM
   dtype: Any = None
   bn_groups: int = 1
-  lowering: str = 'auto'
+  kernels: str = 'auto'
   remat: str = 'none'
 
   def _check(self):
@@ -277,8 +278,8 @@ class TSM(nn.Module):
                         f'{video.shape}')
     else:
       self._warn_segments(video.shape[1])
-    lowering = conv_lib.resolve_lowering(self.lowering)
-    layers = _Layers(self.dtype, self.bn_groups, self.bn_momentum, lowering)
+    kernels = kernels_lib.resolve(self.kernels)
+    layers = _Layers(self.dtype, self.bn_groups, self.bn_momentum, kernels)
     kind, counts = DEPTHS[self.depth]
     block_cls = BLOCKS[kind]
     if self.remat == 'block':
@@ -301,7 +302,7 @@ class TSM(nn.Module):
     x = layers.conv(self.width, 7, 2, 'conv1')(x)
     x = rules_lib.constrain(layers.bn(train, 'bn1')(x), rules_lib.VIDEO)
     x = pool_lib.max_pool(x, (1, 3, 3), (1, 2, 2), [(0, 0), (1, 1), (1, 1)],
-                          lowering)
+                          kernels)
     x = rules_lib.constrain(x, rules_lib.VIDEO)
 
     new_state = {}
@@ -310,7 +311,7 @@ class TSM(nn.Module):
       width = self.width * STAGE_MULTIPLIERS[s]
       if s == 1 and self.temporal_pool:
         x = pool_lib.max_pool(x, (3, 1, 1), (2, 1, 1),
-                              [(1, 1), (0, 0), (0, 0)], lowering)
+                              [(1, 1), (0, 0), (0, 0)], kernels)
         x = rules_lib.constrain(x, rules_lib.VIDEO)
       stage = f'layer{s + 1}'
       for b in range(count):
@@ -325,7 +326,7 @@ class TSM(nn.Module):
             fold_div=self.shift_div if is_shifted else 1 << 30,
             mode='right' if self.shift == 'none' else self.shift,
             dtype=self.dtype, bn_groups=self.bn_groups,
-            bn_momentum=self.bn_momentum, lowering=lowering,
+            bn_momentum=self.bn_momentum, kernels=kernels,
             name=f'{stage}/block{b}')
         in_features = width * block_cls.expansion
         key = f'{stage}/block{b}'

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from vidjax import kernels as kernels_lib
 from vidjax.errors import VidjaxError
 from vidjax.layers import attention as attention_lib
 from vidjax.models.spec import ModelSpec
@@ -242,6 +243,7 @@ class Block(nn.Module):
   sow_weights: bool = False
   dtype: Any = None
   param_dtype: Any = jnp.float32
+  kernels: str = 'custom'
 
   @nn.compact
   def __call__(self, cls, patches, train: bool = False):
@@ -252,7 +254,7 @@ class Block(nn.Module):
         qkv_bias=self.qkv_bias,
         attention_dropout_rate=self.attention_dropout_rate,
         dropout_rate=self.dropout_rate, sow_weights=self.sow_weights,
-        dtype=self.dtype, param_dtype=self.param_dtype)
+        dtype=self.dtype, param_dtype=self.param_dtype, kernels=self.kernels)
     drop_path = functools.partial(self._drop_path, train=train)
     for index, (prefix, how) in enumerate(steps):
       last = index == len(steps) - 1
@@ -299,7 +301,7 @@ class Block(nn.Module):
     hidden = int(dim * self.mlp_ratio)
     mlp = attention_lib.Mlp(
         hidden, dropout_rate=self.dropout_rate, dtype=self.dtype,
-        param_dtype=self.param_dtype, name='mlp')
+        param_dtype=self.param_dtype, kernels=self.kernels, name='mlp')
     norm2 = _layer_norm('norm2', self.dtype, self.param_dtype)
     # One drop-path row per clip (space-only: per frame), shared by the
     # class token and the patches, as the official MLP on [B, L, D].
@@ -338,6 +340,7 @@ class Block(nn.Module):
   def _out_proj(self, prefix, dim):
     return attention_lib.Dense(
         dim, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernels=self.kernels,
         # Not ('embed', 'embed'): a name may map to a mesh axis only once.
         kernel_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                  (None, 'embed')),
@@ -362,6 +365,9 @@ class TimeSformer(nn.Module):
     dtype: compute dtype (bf16 with float32 parameters); logits float32.
     remat: 'none' or 'block' (each block recomputed in the backward pass).
     sow_weights: sow every attention's weights (for maps and rollout).
+    kernels: 'custom', 'plain' or 'auto' (by platform): the kernel set of
+      the Dense products (vidjax/kernels/matmul.py). Same parameters and
+      values up to float32 accumulation of bf16 products.
   """
   num_classes: int
   scheme: str = 'divided_space_time'
@@ -380,6 +386,7 @@ class TimeSformer(nn.Module):
   param_dtype: Any = jnp.float32
   remat: str = 'none'
   sow_weights: bool = False
+  kernels: str = 'auto'
 
   def _check(self, video):
     if self.scheme not in SCHEMES:
@@ -409,6 +416,7 @@ class TimeSformer(nn.Module):
   def __call__(self, video: jax.Array, train: bool = False,
                return_features: bool = False):
     self._check(video)
+    kernels = kernels_lib.resolve(self.kernels)
     n, t, h, w, _ = video.shape
     p, d = self.patch_size, self.embed_dim
     grid = (h // p, w // p)
@@ -421,7 +429,7 @@ class TimeSformer(nn.Module):
     # Kernel [p·p·3, D] in (kh, kw, c) order: the conv's [D, 3, kh, kw]
     # transposed and flattened.
     x = attention_lib.Dense(
-        d, dtype=self.dtype, param_dtype=self.param_dtype,
+        d, dtype=self.dtype, param_dtype=self.param_dtype, kernels=kernels,
         kernel_init=nn.with_logical_partitioning(
             nn.initializers.lecun_normal(), (None, 'embed')),
         bias_init=nn.with_logical_partitioning(
@@ -459,7 +467,7 @@ class TimeSformer(nn.Module):
           qkv_bias=self.qkv_bias, dropout_rate=self.dropout_rate,
           attention_dropout_rate=self.attention_dropout_rate,
           drop_path_rate=float(rates[i]), sow_weights=self.sow_weights,
-          dtype=self.dtype, param_dtype=self.param_dtype,
+          dtype=self.dtype, param_dtype=self.param_dtype, kernels=kernels,
           name=f'blocks_{i}')(cls, x, train)
 
     if self.scheme == 'space_only':
@@ -469,6 +477,7 @@ class TimeSformer(nn.Module):
     features = _layer_norm('norm', self.dtype, self.param_dtype)(cls[:, 0])
     logits = attention_lib.Dense(
         self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernels=kernels,
         kernel_init=nn.with_logical_partitioning(init, ('embed', 'classes')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                ('classes',)),

@@ -33,8 +33,9 @@ attached, and the compiled program says, per chip:
 `--batch_size` is the global batch (as config.batch_size); the per-chip
 figure is global / the mesh's data axis. `--find_max_batch` searches the
 largest per-chip batch that fits (doubling from 1, then bisection; one
-compile per probe). `--lowering=both` compiles the 'xla' and 'cpu' lowerings
-of convs, pools and BN (vidjax/layers/conv.py) and prints them side by side.
+compile per probe). `--lowering=both` compiles the 'plain' and 'custom'
+kernel sets (vidjax/kernels/; 'xla' and 'cpu' are their former names) and
+prints them side by side.
 
 Topology names are libtpu's, GENERATION:AxB (v5e, v6e) or AxBxC (v4, v5p),
 in chips, e.g. v5e:2x2 (a v5litepod-4), v5e:4x4 (v5litepod-16), v4:2x2x1
@@ -78,9 +79,10 @@ def _define_flags():
           'fits HBM (one compile per probe), doubling from 1 (or from '
           "--batch_size's per-chip figure) then bisecting."),
       'lowering': flags.DEFINE_enum(
-          'lowering', None, ['xla', 'cpu', 'both'], 'Conv/pool/BN lowering '
-          "(default: the config's, 'auto' meaning what a TPU gets, "
-          "vidjax.layers.conv.DEFAULT_LOWERING); 'both' "
+          'lowering', None, ['plain', 'custom', 'xla', 'cpu', 'both'],
+          "Kernel set ('xla' and 'cpu': the former names of 'plain' and "
+          "'custom'; default: the config's model.kernels, 'auto' meaning "
+          "what a TPU gets, vidjax.kernels.DEFAULT_KERNELS); 'both' "
           'compiles both side by side.'),
       'remat': flags.DEFINE_enum(
           'remat', None, ['none', 'block', 'full'],
@@ -132,7 +134,7 @@ def main(argv):
     config.unlock()
     if f['mesh'].value:
       config.mesh = parse_mesh(f['mesh'].value)
-    lowerings = (['xla', 'cpu'] if f['lowering'].value == 'both'
+    lowerings = (['plain', 'custom'] if f['lowering'].value == 'both'
                  else [f['lowering'].value])
     options = dict(remat=f['remat'].value, dtype=f['dtype'].value,
                    num_classes=f['num_classes'].value)

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vidjax import kernels as kernels_lib
 from vidjax.errors import VidjaxError
-from vidjax.layers import conv as conv_lib
 from vidjax.models import registry
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.tools.aot.collectives import parse_collectives
@@ -87,8 +87,9 @@ def resolve_options(config, lowering=None, remat=None, dtype=None):
   """
   options = _model_options(config)
   lowering = lowering or options.get('kernels', 'auto')
+  lowering = kernels_lib.FORMER_NAMES.get(lowering, lowering)
   if lowering == 'auto':
-    lowering = conv_lib.default_lowering('tpu')
+    lowering = kernels_lib.default_kernels('tpu')
   remat = remat or options['remat']
   dtype = dtype or options['dtype'] or 'float32'
   dtype = jnp.dtype(dtype).name
@@ -107,7 +108,8 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, *,
       {'data': -1}) lays the mesh over the topology's chips.
     topology: from load_topology.
     batch_size: the global batch (default config.batch_size).
-    lowering, remat, dtype: model overrides ('xla'|'cpu', 'none'|'block'|
+    lowering, remat, dtype: model overrides (kernels 'plain'|'custom',
+      formerly 'xla'|'cpu'; 'none'|'block'|
       'full', 'bfloat16'|'float32'); default: the config's (resolve_options).
     num_classes: default default_num_classes(config).
     keep_hlo: keep the optimized HLO text in `report.hlo`.

@@ -1,5 +1,8 @@
 """A `dot_general` for Dense layers that computes in bfloat16 on a CPU.
 
+'custom' is `mixed_dot_general` below, 'plain' `lax.dot_general`; a Dense
+takes `dot_general(kernels)` (vidjax/layers/attention.py's `Dense`).
+
 TPUs multiply bf16 operands and accumulate in float32 natively, whatever
 the HLO asks for. XLA:CPU does that only for a dot whose HLO says so
 (bf16 × bf16 → f32), and only for one YNNPACK takes; that is where
@@ -36,7 +39,17 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from vidjax.kernels import selection
+
 _ROWS_BY_FEATURES = (((1,), (0,)), ((), ()))
+
+
+def dot_general(kernels: str = 'custom'):
+  """The `dot_general` of a Dense by `kernels`: mixed_dot_general ('custom')
+  or lax.dot_general ('plain'); 'auto' by the platform."""
+  if selection.resolve(kernels) == 'custom':
+    return mixed_dot_general
+  return lax.dot_general
 
 
 def mixed_dot_general(lhs, rhs, dimension_numbers, precision=None,

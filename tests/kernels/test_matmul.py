@@ -1,4 +1,4 @@
-"""layers.matmul: a bf16 Dense's products, both gradients and the compiled
+"""kernels.matmul: a bf16 Dense's products, both gradients and the compiled
 dots, against numpy in float64 and XLA's own HLO."""
 import re
 
@@ -9,7 +9,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from vidjax.layers import matmul
+from vidjax.kernels import matmul
 
 DENSE = (((1,), (0,)), ((), ()))
 
@@ -105,3 +105,10 @@ class MixedDotGeneralTest(chex.TestCase, parameterized.TestCase):
       self.assertEqual(out_type, 'f32')
       for operand in operands.split(', '):
         self.assertEqual(operand_types[operand.lstrip('%')], 'bf16', operands)
+
+
+class DotGeneralTest(parameterized.TestCase):
+
+  def test_the_kernel_set_picks_the_dot(self):
+    self.assertIs(matmul.dot_general('custom'), matmul.mixed_dot_general)
+    self.assertIs(matmul.dot_general('plain'), lax.dot_general)
