@@ -12,6 +12,7 @@ import textwrap
 
 from absl import app
 from absl import flags
+import ml_collections
 import pytest
 
 from vidjax import cli
@@ -226,6 +227,15 @@ def test_describe_config_load_errors():
       'cannot read config file c.py: No such file or directory')
   assert cli.describe(KeyError("'no_such_key'")) == (
       "unknown config key 'no_such_key'")
+  # What ml_collections raises for `--config.batch_sizee=3`: the key and its
+  # suggestion, unescaped, on one line.
+  config = ml_collections.ConfigDict({'batch_size': 1})
+  for lookup in (lambda: config.batch_sizee, lambda: config['batch_sizee']):
+    with pytest.raises((KeyError, AttributeError)) as error:
+      lookup()
+    assert cli.describe(error.value) == (
+        "unknown config key 'batch_sizee'; Did you mean \"batch_size\" "
+        'instead of "batch_sizee"?')
   # A VidjaxError says what it says, whatever caused it.
   error = VidjaxError('labels.csv: cannot read')
   error.__cause__ = missing

@@ -65,7 +65,15 @@ def describe(error: BaseException) -> str:
     lines = [l.strip() for l in str(cause).splitlines() if l.strip()]
     return f'cannot read config file: {lines[-1]}'
   if isinstance(cause, (KeyError, AttributeError)):
-    return f"unknown config key '{str(cause).strip(chr(34) + chr(39))}'"
+    # ml_collections' KeyError carries "'key'\nDid you mean ...": its
+    # str() is that text quoted again, escapes and all.
+    # An AttributeError wraps that KeyError itself as its argument.
+    while cause.args and isinstance(cause.args[0], BaseException):
+      cause = cause.args[0]
+    text = str(cause.args[0]) if cause.args else str(cause)
+    key, _, hint = text.partition('\n')
+    message = f"unknown config key '{key.strip(chr(34) + chr(39))}'"
+    return f'{message}; {" ".join(hint.split())}' if hint else message
   return ' '.join(str(cause).split()) or type(cause).__name__
 
 
