@@ -74,7 +74,7 @@ def runs_on_cpu() -> bool:
 
 
 def quiet_tensorflow():
-  """Before TensorFlow loads (configs import the data pipeline).
+  """Before TensorFlow loads (the data pipeline imports it).
 
   Its oneDNN banner and C++ info logs would bury the one-line errors and
   the tools' reports. TF only decodes JPEGs here, so its oneDNN graph
