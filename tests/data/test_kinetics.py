@@ -172,3 +172,81 @@ def test_bad_annotations_are_one_clear_error(tmp_path, case):
                                  workers=1, progress=False)
   with pytest.raises(VidjaxError, match=match):
     prepare.prepare(builder, manual_dir=str(root))
+
+
+def test_summary_notes_a_class_count_other_than_the_official(prepared):
+  builder, rows, root = prepared
+  # Logged warnings are hidden in the command line; the summary shows it.
+  train_csv = os.path.join(root, 'kinetics400', 'train.csv')
+  assert builder.notes == [f'{train_csv} has 6 classes; the official '
+                           'kinetics400 has 400']
+  assert f'  note: {builder.notes[0]}' in prepare.summary_lines(builder, rows)
+
+
+_VAL = 'label,youtube_id,time_start,time_end,split\nzumba,v1,0,2,val\n'
+_TRAIN = ('label,youtube_id,time_start,time_end,split\nabseiling,t1,0,2,train\n'
+          'zumba,t2,0,2,train\n')
+
+
+@pytest.mark.parametrize('case', [
+    'stray_quote', 'empty_validation_label', 'validation_without_labels',
+    'listed_twice', 'infinite_time', 'negative_time', 'in_two_splits',
+    'two_validation_files'])
+def test_malformed_annotations_stop_before_converting(tmp_path, case):
+  root = tmp_path / 'k'
+  root.mkdir()
+  train, val, val_name = _TRAIN, _VAL, 'validate.csv'
+  train_csv, val_csv = str(root / 'train.csv'), str(root / val_name)
+  if case == 'stray_quote':
+    # The issue's case: three videos vanished into one class named
+    # 'juggling,vid…,yoga' and the run exited 0.
+    train = '\n'.join([
+        'label,youtube_id,time_start,time_end,split',
+        '"juggling,vid1,0,2,train', 'yoga,vid2,0,2,train',
+        'yoga,vid3,0,2,train', 'yoga",vid4,0,2,train', 'zumba,vid5,0,2,train'])
+    for i in range(1, 6):
+      fx.write_video(str(root / f'vid{i}_000000_000002.mp4'), 4, 2)
+    message = (f'{train_csv}:2: cannot parse (unexpected end of data; a stray '
+               'quote?) (and 1 more bad line: 5)')
+  elif case == 'empty_validation_label':
+    val += ',v2,0,2,val\n'
+    message = f'{val_csv}:3: empty label'
+  elif case == 'validation_without_labels':
+    val = 'youtube_id,time_start,time_end,split\nv1,0,2,val\n'
+    message = (f'{val_csv}:1: the header has no column(s) label (header: '
+               'youtube_id,time_start,time_end,split); expected label,'
+               'youtube_id,time_start,time_end,split')
+  elif case == 'listed_twice':
+    train += 'zumba,t1,0,2,train\nabseiling,t1,0,2,train\n'
+    message = (f"{train_csv}:4: video t1_000000_000002 is listed again, as "
+               "'zumba'; line 2 lists it as 'abseiling' (and 1 more bad "
+               'line: 5)')
+  elif case == 'infinite_time':
+    train += 'zumba,t3,0,inf,train\n'
+    message = f"{train_csv}:4: bad time_end 'inf'"
+  elif case == 'negative_time':
+    train += 'zumba,t3,-5,2,train\n'
+    message = f"{train_csv}:4: bad time_start '-5'"
+  elif case == 'in_two_splits':
+    val += 'abseiling,t2,0,2,val\n'
+    message = ("kinetics400: video t2_000000_000002 is in train as 'zumba' "
+               "and in validation as 'abseiling' (1 with different labels); "
+               'the official lists do not overlap and validation must be '
+               'held out: keep each video in one split')
+  else:
+    os.mkdir(root / 'cvdf')
+    (root / 'cvdf' / 'val.csv').write_text(_VAL)
+    message = (f'kinetics400: several validation annotation files under '
+               f'{root}: {val_csv}, {root / "cvdf" / "val.csv"}; keep one '
+               'dataset version per manual_dir')
+  (root / 'train.csv').write_text(train)
+  (root / val_name).write_text(val)
+  data_dir = tmp_path / 'd'
+  builder = prepare.make_builder('kinetics400', data_dir=str(data_dir),
+                                 workers=1, progress=False)
+  with pytest.raises(VidjaxError) as e:
+    prepare.prepare(builder, manual_dir=str(root))
+  assert str(e.value) == message
+  # Stopped before converting: no dataset, no work directory.
+  assert not builder.is_prepared()
+  assert not os.path.exists(data_dir / 'downloads' / 'vidjax_prepare')

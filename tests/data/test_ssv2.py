@@ -100,3 +100,50 @@ def test_bad_annotations(tmp_path, case):
                                  workers=1, progress=False)
   with pytest.raises(VidjaxError, match=match):
     prepare.prepare(builder, manual_dir=root)
+
+
+def test_summary_notes_a_class_count_other_than_the_official(prepared):
+  builder, _ = prepared
+  assert len(builder.notes) == 1
+  assert builder.notes[0].endswith(
+      'something-something-v2-labels.json has 4 classes; the official ssv2 '
+      'has 174')
+
+
+@pytest.mark.parametrize('case', ['repeated_label_key', 'template_not_text',
+                                  'listed_twice', 'in_two_splits'])
+def test_malformed_annotations_stop_before_converting(tmp_path, case):
+  root = str(tmp_path / 's')
+  labels_dir = os.path.join(root, 'labels')
+  val_json = os.path.join(labels_dir,
+                          'something-something-v2-validation.json')
+  labels_json = os.path.join(labels_dir, 'something-something-v2-labels.json')
+  if case == 'repeated_label_key':
+    _make_ssv2(root)
+    # json.load would keep the second id silently.
+    with open(labels_json, 'w') as f:
+      f.write('{"%s": "0",\n "%s": "1"}' % (T[0], T[0]))
+    message = (f'{labels_json}: key {T[0]!r} appears twice in one object; '
+               'json would keep only the last')
+  elif case == 'template_not_text':
+    _make_ssv2(root, validation=[_entry(11, T[3]), _entry(12, ['x']),
+                                 _entry(13, None)])
+    message = (f'{val_json} (id 12): "template" [\'x\'] is not a class name '
+               '(and 1 more bad entry: id 13)')
+  elif case == 'listed_twice':
+    _make_ssv2(root, validation=[_entry(11, T[3]), _entry(11, T[0])])
+    message = (f"{val_json} (id 11): video 11 is listed again, as "
+               f"{T[0].replace('[', '').replace(']', '')!r}; entry 0 lists "
+               f"it as {T[3].replace('[', '').replace(']', '')!r}")
+  else:
+    _make_ssv2(root, validation=[_entry(11, T[3]), _entry(2, T[2])])
+    name = T[2].replace('[', '').replace(']', '')
+    message = (f'ssv2: video 2 is in train as {name!r} and in validation as '
+               f'{name!r}; the official lists do not overlap and validation '
+               'must be held out: keep each video in one split')
+  builder = prepare.make_builder('ssv2', data_dir=str(tmp_path / 'd'),
+                                 workers=1, progress=False)
+  with pytest.raises(VidjaxError) as e:
+    prepare.prepare(builder, manual_dir=root)
+  assert str(e.value) == message
+  assert not builder.is_prepared()

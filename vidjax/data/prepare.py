@@ -12,9 +12,14 @@ the shards already written. Non-default --fps/--short_side/--jpeg_quality
 give a config named after them (e.g. `kinetics400/fps10_short128_q90`);
 the summary prints the name to give `config.data.name`.
 
-User errors (missing annotation files, unknown labels, an empty manual_dir)
-print one line `vidjax: error: ...` and exit 1; `--verbose` shows the
-traceback.
+An existing dataset of the same settings is kept as it is; `--overwrite`
+prepares it again (after fixing the annotations, say) and swaps the new one
+in only once it is complete: a failed, killed or out-of-space run leaves the
+old one in place and never a half dataset that looks prepared.
+
+User errors (missing or malformed annotation files, unknown labels, a video
+in two splits, an empty manual_dir) and file errors (a full disk) print one
+line `vidjax: error: ...` and exit 1; `--verbose` shows the traceback.
 """
 
 import os
@@ -50,6 +55,10 @@ _JPEG_QUALITY = flags.DEFINE_integer(
     'jpeg_quality', None, 'JPEG quality of the frames (default 90).')
 _VIDEOS_PER_SHARD = flags.DEFINE_integer(
     'videos_per_shard', None, 'Videos per TFRecord shard (default 100).')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Prepare again over an existing dataset of the same '
+    'settings (e.g. after fixing the annotations); the old one stays in '
+    'place until the new one is complete.')
 
 
 def _parse_fps(text):
@@ -95,6 +104,7 @@ def make_builder(dataset, *, manual_dir=None, data_dir=None, workers=None,
     raise VidjaxError(f'--videos_per_shard must be >= 1, got {videos_per_shard}')
   if workers is not None and workers < 1:
     raise VidjaxError(f'--workers must be >= 1, got {workers}')
+  _check_directory('--data_dir', data_dir)
   settings = (cfg_fps, cfg_short, cfg_quality)
   if settings == (default.fps, default.short_side, default.jpeg_quality):
     config = default.name
@@ -105,12 +115,25 @@ def make_builder(dataset, *, manual_dir=None, data_dir=None, workers=None,
              interrupt_after=interrupt_after)
 
 
-def prepare(builder, *, manual_dir, download_dir=None):
-  """Runs the conversion; returns the manifest rows."""
+def _check_directory(flag, path):
+  # Else a traceback from deep in TFDS (NotADirectoryError on makedirs).
+  if path and os.path.exists(path) and not os.path.isdir(path):
+    raise VidjaxError(f'{flag} {path} is a file, not a directory')
+
+
+def prepare(builder, *, manual_dir, download_dir=None, overwrite=False):
+  """Runs the conversion; returns the manifest rows.
+
+  overwrite: prepare again even if the dataset exists; it is replaced only
+  once the new one is complete (`builders.replacement`).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
+  _check_directory('--download_dir', download_dir)
+  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   config = tfds.download.DownloadConfig(
-      manual_dir=manual_dir, try_download_gcs=False)
+      manual_dir=manual_dir, try_download_gcs=False, download_mode=mode)
   builder.download_and_prepare(download_dir=download_dir,
                                download_config=config)
   return builder.read_manifest()
@@ -136,6 +159,7 @@ def summary_lines(builder, rows, seconds=None, converted=None):
   if seconds is not None and converted:
     lines.append(f'  converted {converted} videos in {seconds:.1f} s '
                  f'({converted / seconds:.2f} videos/s)')
+  lines.extend(f'  note: {n}' for n in builder.notes)
   lines.append(f'  manifest: {builder.manifest_path}')
   name = builder.name
   if builder.builder_config.name != 'default':
@@ -161,17 +185,19 @@ def main(argv):
         jpeg_quality=_JPEG_QUALITY.value,
         videos_per_shard=_VIDEOS_PER_SHARD.value,
     )
-    already = builder.is_prepared()
+    already = builder.is_prepared() and not _OVERWRITE.value
     start = time.monotonic()
     rows = prepare(builder, manual_dir=_MANUAL_DIR.value,
-                   download_dir=_DOWNLOAD_DIR.value)
+                   download_dir=_DOWNLOAD_DIR.value,
+                   overwrite=_OVERWRITE.value)
     seconds = time.monotonic() - start
   except KeyboardInterrupt:
     print('\nvidjax: interrupted; finished shards are kept: run the same '
           'command again to resume', file=sys.stderr)
     sys.exit(130)
   if already:
-    print('Already prepared (delete the directory to convert again).')
+    print('Already prepared (--overwrite prepares it again; the old one '
+          'stays until the new one is complete).')
   converted = None if already else builder.converted_this_run
   print('\n'.join(summary_lines(builder, rows, seconds, converted)))
 

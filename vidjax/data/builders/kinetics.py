@@ -12,24 +12,35 @@ layout (everything under it is searched once):
   crawler's and CVDF's naming), or untrimmed downloads `<youtube_id>.mp4` cut
   here at the CSV's times. .webm/.mkv/.avi/.mov work as well.
 
+The CSVs are read strictly (`annotation_files`): every data line is one
+video or the run stops with one error naming the file and line (and how many
+more lines are bad): a line that does not parse (a stray quote), the wrong
+number of fields, an empty youtube_id or label (train, validation), a bad
+time, a video listed twice in a file, a label outside the map. A malformed
+line is an annotation problem, not a broken video: it cannot be placed in
+the manifest (which video, which label?), so it is never skipped.
+
 The label map is the sorted list of the classes in train.csv; a validation or
-test label outside it is an error naming the file and line. Missing videos
-(5-10% of Kinetics in practice) are recorded in the manifest and skipped.
+test label outside it is an error naming the file and line. A video in two
+splits is an error (`split_checks`). Missing videos (5-10% of Kinetics in
+practice) are recorded in the manifest and skipped.
 
   python -m vidjax.data.prepare kinetics400 --manual_dir=DIR --data_dir=DIR
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
+import math
 import os
 
-from absl import logging
 import tensorflow_datasets as tfds
 
 from vidjax.data import formats
 from vidjax.data import labels
+from vidjax.data.builders import annotation_files
 from vidjax.data.builders import raw_video
+from vidjax.data.builders import split_checks
 from vidjax.errors import VidjaxError
 
 # Official file names per split, in order of preference.
@@ -64,62 +75,132 @@ def find_annotation_files(
   """{split: path} of the annotation files under manual_dir.
 
   Raises:
-    VidjaxError: a required file is absent, or a name occurs twice (two
-      dataset versions in one directory would otherwise mix silently).
+    VidjaxError: a required file is absent, or a split has two files (one
+      name twice, or two of its names, e.g. validate.csv and val.csv): two
+      dataset versions in one directory would otherwise mix silently.
   """
   wanted = {n for ns in names.values() for n in ns}
   found: dict[str, list[str]] = {}
-  for dirpath, dirnames, filenames in os.walk(manual_dir, followlinks=True):
-    dirnames.sort()
+  for dirpath, filenames in raw_video.walk(manual_dir):
     for name in filenames:
       if name in wanted:
         found.setdefault(name, []).append(os.path.join(dirpath, name))
   out = {}
   for split, candidates in names.items():
-    for name in candidates:
-      paths = found.get(name, [])
-      if len(paths) > 1:
-        raise VidjaxError(
-            f'{what}: several {name} under {manual_dir}: {", ".join(paths)}; '
-            'keep one dataset version per manual_dir'
-        )
-      if paths:
-        out[split] = paths[0]
-        break
-    else:
-      if split in required:
-        raise VidjaxError(
-            f'{what}: annotation file {" or ".join(candidates)} not found '
-            f'under {manual_dir}'
-        )
+    paths = [p for name in candidates for p in found.get(name, [])]
+    if len(paths) > 1:
+      raise VidjaxError(
+          f'{what}: several {split} annotation files under {manual_dir}: '
+          f'{", ".join(paths)}; keep one dataset version per manual_dir')
+    if paths:
+      out[split] = paths[0]
+    elif split in required:
+      raise VidjaxError(
+          f'{what}: annotation file {" or ".join(candidates)} not found '
+          f'under {manual_dir}')
   return out
 
 
-def read_csv(path: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-  """(columns, [(line number, row)]) of a Kinetics CSV."""
-  try:
-    with open(path, newline='', encoding='utf-8-sig') as f:
-      reader = csv.DictReader(f)
-      if reader.fieldnames is None:
-        raise VidjaxError(f'{path}: empty file')
-      reader.fieldnames = [c.strip() for c in reader.fieldnames]
-      rows = [(reader.line_num, row) for row in reader]
-  except (OSError, UnicodeDecodeError, csv.Error) as e:
-    raise VidjaxError(f'{path}: cannot read: {e}') from e
-  missing = [c for c in _REQUIRED_COLUMNS if c not in reader.fieldnames]
-  if missing:
-    raise VidjaxError(
-        f'{path}: missing column(s) {", ".join(missing)}; expected '
-        'label,youtube_id,time_start,time_end,split'
-    )
-  return list(reader.fieldnames), rows
+EXPECTED_HEADER = 'label,youtube_id,time_start,time_end,split'
 
 
-def _time(value: str, path: str, line: int, column: str) -> int:
-  try:
-    return int(round(float(value)))
-  except (TypeError, ValueError) as e:
-    raise VidjaxError(f'{path}:{line}: bad {column} {value!r}') from e
+def read_csv(path: str, labelled: bool) -> annotation_files.CsvTable:
+  """A Kinetics CSV read strictly (`annotation_files.read_csv`).
+
+  labelled: the split needs labels (train, validation): the `label` column
+  is required. A test CSV may lack it.
+  """
+  required = (('label',) if labelled else ()) + _REQUIRED_COLUMNS
+  return annotation_files.read_csv(path, required, EXPECTED_HEADER)
+
+
+def _time(value: str) -> int:
+  """Seconds as an int; ValueError for anything but a finite number >= 0."""
+  seconds = float(value)
+  if not math.isfinite(seconds) or seconds < 0:
+    raise ValueError(value)
+  return int(round(seconds))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  line: int
+  youtube_id: str
+  start: int
+  end: int
+  label: str  # Clean class name; '' when unlabelled.
+
+  @property
+  def key(self) -> str:
+    return clip_name(self.youtube_id, self.start, self.end)
+
+
+def _checked_row(line: int, row: dict[str, str], labelled: bool) -> _Row:
+  """The row's values; ValueError saying what is wrong with them."""
+  youtube_id = row['youtube_id'].strip()
+  if not youtube_id:
+    raise ValueError('empty youtube_id')
+  times = []
+  for column in ('time_start', 'time_end'):
+    try:
+      times.append(_time(row[column]))
+    except ValueError:
+      raise ValueError(f'bad {column} {row[column]!r}') from None
+  start, end = times
+  if end <= start:
+    raise ValueError(f'time_end {end} <= time_start {start}')
+  label = labels.clean_name(row.get('label', ''))
+  if labelled and not label:
+    # Read as unlabelled, it would be a training record of class -1 or an
+    # evaluation record that is silently skipped.
+    raise ValueError('empty label')
+  return _Row(line, youtube_id, start, end, label)
+
+
+def _checked_rows(table: annotation_files.CsvTable,
+                  labelled: bool) -> list[_Row]:
+  """The table's rows; one error for all bad lines (values, repeats)."""
+  problems = annotation_files.Problems(table.path)
+  seen = split_checks.FirstSeen()
+  out = []
+  for line, row in table.rows:
+    try:
+      r = _checked_row(line, row, labelled)
+    except ValueError as e:
+      problems.add(line, str(e))
+      continue
+    repeat = seen.repeat(r.key, f'line {line}', r.label)
+    if repeat:
+      problems.add(line, repeat)
+      continue
+    out.append(r)
+  problems.raise_if_any()
+  return out
+
+
+def _task(manual_dir: str, videos: dict[str, list[str]], row: _Row,
+          label: int, label_map: labels.LabelMap) -> raw_video.VideoTask:
+  """The row's video: its trimmed clip, else the untrimmed download."""
+  stem = row.key
+  # (start_s, end_s, time offset): a trimmed clip is converted whole.
+  cut = (None, None, float(row.start))
+  found = videos.get(stem)
+  if not found:
+    found = videos.get(row.youtube_id)
+    if found:
+      cut = (float(row.start), float(row.end), 0.0)
+  video = found[0] if found else None
+  return raw_video.VideoTask(
+      key=stem,
+      path=video,
+      filename=(os.path.relpath(video, manual_dir) if video
+                else f'{stem}.mp4'),
+      label=label,
+      label_text=label_map.names[label] if label >= 0 else '',
+      start_s=cut[0],
+      end_s=cut[1],
+      time_offset_s=cut[2],
+  )
 
 
 class _Kinetics(raw_video.RawVideoBuilder, skip_registration=True):
@@ -147,57 +228,31 @@ class _Kinetics(raw_video.RawVideoBuilder, skip_registration=True):
   def _read_annotations(self, manual_dir):
     files = find_annotation_files(manual_dir, CSV_NAMES, REQUIRED_SPLITS,
                                   self.name)
-    parsed = {split: read_csv(path) for split, path in files.items()}
-    train_columns, train_rows = parsed['train']
-    if 'label' not in train_columns:
-      raise VidjaxError(f'{files["train"]}: no label column')
+    rows = {}
+    for split, path in files.items():
+      labelled = split in REQUIRED_SPLITS
+      rows[split] = _checked_rows(read_csv(path, labelled), labelled)
+    # Built only from a train file that read cleanly: every row has a label.
     label_map = labels.LabelMap.from_names(
-        (row['label'] for _, row in train_rows), source=files['train']
-    )
+        (r.label for r in rows['train']), source=files['train'])
     if self.NUM_CLASSES and len(label_map) != self.NUM_CLASSES:
-      logging.warning('%s: %s has %d classes, the official %s has %d',
-                      self.name, files['train'], len(label_map), self.name,
-                      self.NUM_CLASSES)
+      self.notes.append(
+          f'{files["train"]} has {len(label_map)} classes; the official '
+          f'{self.name} has {self.NUM_CLASSES}')
     videos = raw_video.scan_videos(manual_dir)
     tasks = {}
-    for split, (columns, rows) in parsed.items():
-      path = files[split]
-      labelled = 'label' in columns
+    for split, split_rows in rows.items():
+      problems = annotation_files.Problems(files[split])
       split_tasks = []
-      for line, row in rows:
-        youtube_id = (row.get('youtube_id') or '').strip()
-        if not youtube_id:
-          raise VidjaxError(f'{path}:{line}: empty youtube_id')
-        start = _time(row.get('time_start'), path, line, 'time_start')
-        end = _time(row.get('time_end'), path, line, 'time_end')
-        if end <= start:
-          raise VidjaxError(f'{path}:{line}: time_end {end} <= time_start '
-                            f'{start}')
-        text = (row.get('label') or '') if labelled else ''
-        if labelled and text.strip():
-          label = label_map.index(text, where=f'{path}:{line}')
-          text = label_map.names[label]
-        else:
-          label, text = formats.MISSING_LABEL, ''
-        stem = clip_name(youtube_id, start, end)
-        window = (None, None, float(start))  # start_s, end_s, time offset.
-        found = videos.get(stem)
-        if not found:
-          found = videos.get(youtube_id)
-          if found:
-            window = (float(start), float(end), 0.0)
-        video = found[0] if found else None
-        split_tasks.append(raw_video.VideoTask(
-            key=stem,
-            path=video,
-            filename=(os.path.relpath(video, manual_dir) if video
-                      else f'{stem}.mp4'),
-            label=label,
-            label_text=text,
-            start_s=window[0],
-            end_s=window[1],
-            time_offset_s=window[2],
-        ))
+      for r in split_rows:
+        try:
+          label = (label_map.index(r.label) if r.label
+                   else formats.MISSING_LABEL)
+        except VidjaxError as e:
+          problems.add(r.line, str(e))
+          continue
+        split_tasks.append(_task(manual_dir, videos, r, label, label_map))
+      problems.raise_if_any()
       tasks[split] = split_tasks
     return label_map, tasks
 

@@ -28,8 +28,10 @@ this module does the rest:
   defaults to `<data_dir>/downloads`) and is deleted after success.
 * **Bad videos are data, not errors.** A missing file, a corrupt, truncated or
   empty video is skipped and recorded with its reason; the run goes on.
-  Problems with the annotations (missing file, unknown label) stop the run
-  with one `VidjaxError` naming the file.
+  Problems with the annotations stop the run before any conversion with one
+  `VidjaxError` naming the file and line: a missing or malformed file, a
+  line that is not exactly one video (`annotation_files`), an unknown label,
+  a video listed twice or in two splits (`split_checks`).
 * **Manifest** (`manifest`). `manifest.csv` next to `dataset_info.json`
   lists every video of every split: status (`ok`, `missing`,
   `undecodable`), reason, frames, duration, source fps.
@@ -40,6 +42,15 @@ shards in which no video decoded, and TFDS writes `dataset_info.json` with the
 shard lengths and the class list. A split none of whose videos exist (e.g. a
 Kinetics test split that was not downloaded) is left out and reported.
 
+**Atomic.** The version directory (shards, `dataset_info.json`,
+`features.json`, `label.labels.txt`, `manifest.csv`) is assembled in TFDS's
+temporary `incomplete.*` directory and renamed into place only when all of
+it is written, so a failed or killed run never leaves a dataset that looks
+prepared. A re-preparation (`--overwrite`) builds the new one beside the old
+and swaps it in only when complete (`replacement`). A file error (a full
+disk) is one `VidjaxError` naming the directory and the reason; finished
+shards stay in the work directory for the resumption.
+
 Config names encode the settings (`config_names`): 'fps25_short256_q90'.
 """
 
@@ -47,11 +58,12 @@ from __future__ import annotations
 
 import abc
 import collections
+import dataclasses
 import json
 import logging as std_logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import logging as absl_logging
@@ -62,10 +74,13 @@ from vidjax.data.builders import atomic_files
 from vidjax.data.builders import base
 from vidjax.data.builders import config_names
 from vidjax.data.builders import conversion_pool
+from vidjax.data.builders import disk_errors
 from vidjax.data.builders import manifest
 from vidjax.data.builders import progress as progress_lib
+from vidjax.data.builders import replacement
 from vidjax.data.builders import shard_plan
 from vidjax.data.builders import shard_writer
+from vidjax.data.builders import split_checks
 from vidjax.errors import VidjaxError
 
 # The names other modules and users reach through this one.
@@ -94,6 +109,23 @@ absl_logging.get_absl_logger().addFilter(_QuietCustomConfig())
 
 
 
+def walk(root: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
+  """(directory, sorted file names) of every directory under `root`.
+
+  os.walk skips a directory it cannot list without a word; its videos
+  would then all read as missing. Here that is an error naming it.
+  """
+
+  def unreadable(error: OSError):
+    raise VidjaxError(f'cannot list {error.filename}: {error.strerror}; its '
+                      'files would be taken for missing') from error
+
+  for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable,
+                                              followlinks=True):
+    dirnames.sort()
+    yield dirpath, sorted(filenames)
+
+
 def scan_videos(root: str | os.PathLike) -> dict[str, list[str]]:
   """{file stem: [paths]} of every video file under `root` (one walk).
 
@@ -102,9 +134,8 @@ def scan_videos(root: str | os.PathLike) -> dict[str, list[str]]:
   and it makes any subdirectory layout (per split, per class, flat) work.
   """
   found: dict[str, list[str]] = collections.defaultdict(list)
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames.sort()
-    for name in sorted(filenames):
+  for dirpath, filenames in walk(root):
+    for name in filenames:
       stem, ext = os.path.splitext(name)
       if ext.lower() in VIDEO_EXTENSIONS and not name.startswith('.'):
         found[stem].append(os.path.join(dirpath, name))
@@ -148,7 +179,13 @@ class RawVideoBuilder(base.DmvrBuilder):
     self.last_work_dir: str | None = None
     # Videos decoded by this call (not counting resumed shards).
     self.converted_this_run = 0
+    # Facts the run summary prints (a class count that differs from the
+    # official one): logging is quiet in the command line.
+    self.notes: list[str] = []
     super().__init__(**kwargs)
+    if replacement.recover(os.fspath(self.data_path)):
+      # A re-preparation was killed between its two renames.
+      self.info.read_from_directory(self.data_path)
 
   @classmethod
   def accepts_config(cls, name: str) -> bool:
@@ -208,6 +245,74 @@ class RawVideoBuilder(base.DmvrBuilder):
       )
     return path
 
+  def download_and_prepare(self, *, download_dir=None, download_config=None,
+                           **kwargs):
+    """TFDS's, plus: a re-preparation (a download mode that overwrites)
+    replaces the dataset only once the new one is complete
+    (`replacement`), and a file error (a full disk) is one VidjaxError
+    naming the directory, the reason and how to resume."""
+    config = download_config or tfds.download.DownloadConfig()
+    data_path = os.fspath(self.data_path)
+    overwrite = config.download_mode.overwrite_dataset
+    try:
+      if os.path.lexists(data_path) and not overwrite and not (
+          self.is_prepared()):
+        # TFDS would take any directory there for a prepared dataset.
+        raise VidjaxError(
+            f'{data_path} exists but holds no complete dataset (no '
+            'dataset_info.json and features.json); move it away or prepare '
+            'again with --overwrite')
+      if overwrite and os.path.lexists(data_path):
+        self._prepare_beside(download_dir, config, **kwargs)
+      else:
+        super().download_and_prepare(download_dir=download_dir,
+                                     download_config=config, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except
+      if not disk_errors.is_file_error(e):
+        raise
+      raise VidjaxError(self._file_error_message(e, data_path)) from e
+
+  def _file_error_message(self, error, data_path) -> str:
+    directory, reason = disk_errors.where_and_why(
+        error, os.path.dirname(data_path))
+    text = f'{self.name}: preparation failed in {directory}: {reason}'
+    work = self.last_work_dir
+    done = (len([n for n in os.listdir(work) if n.endswith('.json')
+                 and n != 'plan.json'])
+            if work and os.path.isdir(work) else 0)
+    if done:
+      return (f'{text}; the {done} finished shard(s) in {work} are kept: fix '
+              'that and run the same command again to resume')
+    return f'{text}; fix that and run the same command again'
+
+  def _prepare_beside(self, download_dir, config, **kwargs):
+    """Prepares into a staging data_dir, then swaps it in (`replacement`)."""
+    root = os.fspath(self.data_dir_root)
+    staging = replacement.staging_data_dir(
+        root, self.name, self.builder_config.name, str(self.version))
+    replacement.remove_staging(root, staging)  # Of a killed run.
+    clone = type(self)(
+        config=self.builder_config, data_dir=staging, workers=self.workers,
+        videos_per_shard=self.videos_per_shard, progress=self.progress,
+        interrupt_after=self.interrupt_after)
+    try:
+      # The usual download_dir, so the work directory (and a resumption of
+      # an interrupted re-preparation) is the same as a first run's.
+      clone.download_and_prepare(
+          download_dir=download_dir or os.path.join(root, 'downloads'),
+          download_config=dataclasses.replace(
+              config, download_mode=(
+                  tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)),
+          **kwargs)
+      replacement.swap_in(os.fspath(clone.data_path),
+                          os.fspath(self.data_path))
+    finally:
+      self.last_work_dir = clone.last_work_dir
+      self.converted_this_run = clone.converted_this_run
+      self.notes = clone.notes
+    replacement.remove_staging(root, staging)
+    self.info.read_from_directory(self.data_path)
+
   def _work_dir(self, dl_manager) -> str:
     return os.path.join(
         os.fspath(dl_manager.download_dir), 'vidjax_prepare', self.name,
@@ -218,6 +323,7 @@ class RawVideoBuilder(base.DmvrBuilder):
     del download_config
     manual_dir = self._manual_dir(dl_manager)
     label_map, tasks = self._read_annotations(manual_dir)
+    split_checks.check_disjoint(self.name, tasks)
     self._label_map = label_map
     self.info.features['label'].names = list(label_map.names)
     if not any(t.path for ts in tasks.values() for t in ts):

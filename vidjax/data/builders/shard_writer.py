@@ -2,7 +2,8 @@
 
 A shard is first written as `*.tmp<pid>`, renamed when complete, and counted
 as finished only once its per-video results (JSON) are written too; a
-resumed run redoes exactly the shards without both files.
+resumed run redoes exactly the shards without both files. A shard that fails
+(a full disk, Ctrl-C) removes its partial file.
 """
 
 from __future__ import annotations
@@ -30,18 +31,20 @@ def write_shards(jobs: Sequence[shard_plan.ShardJob], results: Iterator,
   for job in jobs:
     rows = []
     tmp = f'{job.tfrecord_path}.tmp{os.getpid()}'
-    with tf.io.TFRecordWriter(tmp) as writer:
-      for _ in job.tasks:
-        record, row = next(results)
-        if record is not None:
-          writer.write(record)
-        rows.append(row)
-        count += 1
-        if progress:
-          progress.update(count)
-        if interrupt_after is not None and count >= interrupt_after:
-          raise KeyboardInterrupt
-    os.replace(tmp, job.tfrecord_path)
+    # A failed shard (a full disk, a Ctrl-C) leaves no partial file behind.
+    with atomic_files.removed_on_error(tmp, job.tfrecord_path):
+      with tf.io.TFRecordWriter(tmp) as writer:
+        for _ in job.tasks:
+          record, row = next(results)
+          if record is not None:
+            writer.write(record)
+          rows.append(row)
+          count += 1
+          if progress:
+            progress.update(count)
+          if interrupt_after is not None and count >= interrupt_after:
+            raise KeyboardInterrupt
+      os.replace(tmp, job.tfrecord_path)
     atomic_files.atomic_write_text(job.results_path, json.dumps(rows))
   if progress:
     progress.update(count, final=True)

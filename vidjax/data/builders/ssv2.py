@@ -24,15 +24,16 @@ flip-augment SSv2 without swapping them.
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow_datasets as tfds
 
 from vidjax.data import formats
 from vidjax.data import labels
+from vidjax.data.builders import annotation_files
 from vidjax.data.builders import kinetics
 from vidjax.data.builders import raw_video
+from vidjax.data.builders import split_checks
 from vidjax.errors import VidjaxError
 
 _PREFIX = 'something-something-v2-'
@@ -56,12 +57,22 @@ _CITATION = """@inproceedings{goyal2017something,
 }"""
 
 
-def _load_json(path: str):
-  try:
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise VidjaxError(f'{path}: cannot read JSON: {e}') from e
+def _video_id(entry: dict) -> str:
+  """The entry's id as a string; ValueError unless a non-empty str or int."""
+  value = entry.get('id')
+  if isinstance(value, bool) or not isinstance(value, (str, int)):
+    raise ValueError(f'"id" {value!r} is not a string or integer')
+  video_id = str(value).strip()
+  if not video_id:
+    raise ValueError('empty "id"')
+  return video_id
+
+
+def _class_name(entry: dict) -> str:
+  template = entry.get('template')
+  if not isinstance(template, str) or not labels.ssv2_class_name(template):
+    raise ValueError(f'"template" {template!r} is not a class name')
+  return labels.ssv2_class_name(template)
 
 
 class Ssv2(raw_video.RawVideoBuilder):
@@ -91,43 +102,58 @@ class Ssv2(raw_video.RawVideoBuilder):
   def _read_annotations(self, manual_dir):
     files = kinetics.find_annotation_files(manual_dir, JSON_NAMES, REQUIRED,
                                            self.name)
-    raw_labels = _load_json(files['labels'])
+    raw_labels = annotation_files.load_json(files['labels'])
     if not isinstance(raw_labels, dict):
       raise VidjaxError(f'{files["labels"]}: expected an object '
                         '{template: "id"}')
     label_map = labels.LabelMap.from_indexed(raw_labels, files['labels'])
+    if len(label_map) != self.NUM_CLASSES:
+      self.notes.append(f'{files["labels"]} has {len(label_map)} classes; '
+                        f'the official {self.name} has {self.NUM_CLASSES}')
     videos = raw_video.scan_videos(manual_dir)
     tasks = {}
     for split in ('train', 'validation', 'test'):
-      if split not in files:
-        continue
-      path = files[split]
-      entries = _load_json(path)
-      if not isinstance(entries, list):
-        raise VidjaxError(f'{path}: expected a list of objects')
-      split_tasks = []
-      for n, entry in enumerate(entries):
-        if not isinstance(entry, dict) or 'id' not in entry:
-          raise VidjaxError(f'{path}: entry {n} has no "id"')
-        video_id = str(entry['id']).strip()
-        if split == 'test' or 'template' not in entry:
-          if split != 'test':
-            raise VidjaxError(f'{path}: entry {n} (id {video_id}) has no '
-                              '"template"')
-          label, text = formats.MISSING_LABEL, ''
-        else:
-          name = labels.ssv2_class_name(entry['template'])
-          label = label_map.index(name, where=f'{path} (id {video_id})')
-          text = label_map.names[label]
-        found = videos.get(video_id)
-        video = found[0] if found else None
-        split_tasks.append(raw_video.VideoTask(
-            key=video_id,
-            path=video,
-            filename=(os.path.relpath(video, manual_dir) if video
-                      else f'{video_id}.webm'),
-            label=label,
-            label_text=text,
-        ))
-      tasks[split] = split_tasks
+      if split in files:
+        tasks[split] = self._split_tasks(files[split], split != 'test',
+                                         label_map, videos, manual_dir)
     return label_map, tasks
+
+  def _split_tasks(self, path, labelled, label_map, videos, manual_dir):
+    """The tasks of one JSON list; one error for all bad entries."""
+    entries = annotation_files.load_json(path)
+    if not isinstance(entries, list):
+      raise VidjaxError(f'{path}: expected a list of objects')
+    problems = annotation_files.Problems(path, unit='entry')
+    seen = split_checks.FirstSeen()
+    split_tasks = []
+    for n, entry in enumerate(entries):
+      where = f'entry {n}'
+      try:
+        if not isinstance(entry, dict):
+          raise ValueError('not an object')
+        video_id = _video_id(entry)
+        where = f'id {video_id}'
+        if labelled:
+          label = label_map.index(_class_name(entry))
+          text = label_map.names[label]
+        else:
+          label, text = formats.MISSING_LABEL, ''
+      except (ValueError, VidjaxError) as e:
+        problems.add(where, str(e))
+        continue
+      repeat = seen.repeat(video_id, f'entry {n}', text)
+      if repeat:
+        problems.add(where, repeat)
+        continue
+      found = videos.get(video_id)
+      video = found[0] if found else None
+      split_tasks.append(raw_video.VideoTask(
+          key=video_id,
+          path=video,
+          filename=(os.path.relpath(video, manual_dir) if video
+                    else f'{video_id}.webm'),
+          label=label,
+          label_text=text,
+      ))
+    problems.raise_if_any()
+    return split_tasks
