@@ -44,6 +44,19 @@ def write_video(path, num_frames, fps, height=HEIGHT, width=WIDTH):
   return path
 
 
+def count_decodes(monkeypatch):
+  """The base names of the videos decoded from now on (in-process)."""
+  calls = []
+  real = video_io.decode_video
+
+  def counting(path, **kwargs):
+    calls.append(os.path.basename(path))
+    return real(path, **kwargs)
+
+  monkeypatch.setattr(video_io, 'decode_video', counting)
+  return calls
+
+
 def truncate(path, fraction=0.5):
   data = open(path, 'rb').read()
   with open(path, 'wb') as f:

@@ -10,7 +10,6 @@ import pytest
 
 from tests.data import raw_video_fixtures as fx
 from vidjax.data import prepare
-from vidjax.data import video_io
 from vidjax.data.builders import kinetics
 from vidjax.errors import VidjaxError
 
@@ -66,18 +65,6 @@ def _finished_shards(builder, data_dir):
   return out
 
 
-def _count_decodes(monkeypatch):
-  calls = []
-  real = video_io.decode_video
-
-  def counting(path, **kwargs):
-    calls.append(os.path.basename(path))
-    return real(path, **kwargs)
-
-  monkeypatch.setattr(video_io, 'decode_video', counting)
-  return calls
-
-
 PRESENT = {f'train{i:06d}_000000_000001.mp4' for i in range(NUM_TRAIN)
            if i != 3} | {'valid000001_000000_000001.mp4'}
 
@@ -86,7 +73,7 @@ def _resume_and_check(builder, tmp_path, manual_dir, monkeypatch):
   finished = _finished_shards(builder, tmp_path)
   assert finished
   done_before = set().union(*(v for _, v in finished.values()))
-  calls = _count_decodes(monkeypatch)
+  calls = fx.count_decodes(monkeypatch)
   rows = prepare.prepare(builder, manual_dir=manual_dir)
   # Exactly the videos of unfinished shards were decoded again.
   assert sorted(calls) == sorted(PRESENT - done_before)

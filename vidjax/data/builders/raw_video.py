@@ -275,6 +275,9 @@ class RawVideoBuilder(base.DmvrBuilder):
   def _file_error_message(self, error, data_path) -> str:
     directory, reason = disk_errors.where_and_why(
         error, os.path.dirname(data_path))
+    if os.path.basename(directory).startswith('incomplete.'):
+      # TFDS's temporary directory, deleted by now: name the dataset's.
+      directory = data_path
     text = f'{self.name}: preparation failed in {directory}: {reason}'
     work = self.last_work_dir
     done = (len([n for n in os.listdir(work) if n.endswith('.json')
@@ -311,6 +314,10 @@ class RawVideoBuilder(base.DmvrBuilder):
       self.converted_this_run = clone.converted_this_run
       self.notes = clone.notes
     replacement.remove_staging(root, staging)
+    # This builder read the old dataset's info. ClassLabel takes names only
+    # once (and read_from_directory drops its error in a thread pool), so
+    # the label feature is initialised again with the new names.
+    self.info.features['label'].__init__(names=list(clone.class_names))
     self.info.read_from_directory(self.data_path)
 
   def _work_dir(self, dl_manager) -> str:
