@@ -148,7 +148,10 @@ def read_csv(path: str, required: Sequence[str], expected_header: str,
   rows = []
   for line, text in numbered[1:]:
     try:
-      (fields,) = csv.reader([text], delimiter=delimiter, strict=True)
+      # Without a quote a line is its fields (as csv would read it, 10x
+      # faster: 650k Kinetics lines).
+      fields = (text.split(delimiter) if '"' not in text else
+                next(csv.reader([text], delimiter=delimiter, strict=True)))
     except csv.Error as e:
       problems.add(line, f'cannot parse ({e}; a stray quote?)')
       continue
@@ -156,11 +159,13 @@ def read_csv(path: str, required: Sequence[str], expected_header: str,
       problems.add(line, f'{len(fields)} fields, the header has '
                    f'{len(columns)} ({",".join(columns)})')
       continue
-    bad = next(((c, p) for c, v in zip(columns, fields)
-                if (p := _field_problem(v, delimiter))), None)
-    if bad:
-      problems.add(line, f'field {bad[0]} {bad[1]}')
-      continue
+    # Only a quoted line can hold the delimiter or a quote in a field.
+    if '"' in text or _CONTROL.search(text):
+      bad = next(((c, p) for c, v in zip(columns, fields)
+                  if (p := _field_problem(v, delimiter))), None)
+      if bad:
+        problems.add(line, f'field {bad[0]} {bad[1]}')
+        continue
     rows.append((line, dict(zip(columns, fields))))
   problems.raise_if_any()
   return CsvTable(path, columns, tuple(rows))
