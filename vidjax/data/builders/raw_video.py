@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import dataclasses
 import json
 import logging as std_logging
@@ -279,10 +280,10 @@ class RawVideoBuilder(base.DmvrBuilder):
       # TFDS's temporary directory, deleted by now: name the dataset's.
       directory = data_path
     text = f'{self.name}: preparation failed in {directory}: {reason}'
-    work = self.last_work_dir
-    done = (len([n for n in os.listdir(work) if n.endswith('.json')
-                 and n != 'plan.json'])
-            if work and os.path.isdir(work) else 0)
+    work, done = self.last_work_dir, 0
+    with contextlib.suppress(OSError, TypeError):  # None, or unreadable.
+      done = sum(n.endswith('.json') and n != 'plan.json'
+                 for n in os.listdir(work))
     if done:
       return (f'{text}; the {done} finished shard(s) in {work} are kept: fix '
               'that and run the same command again to resume')
@@ -328,6 +329,7 @@ class RawVideoBuilder(base.DmvrBuilder):
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     del download_config
+    self.notes = []
     manual_dir = self._manual_dir(dl_manager)
     label_map, tasks = self._read_annotations(manual_dir)
     split_checks.check_disjoint(self.name, tasks)
