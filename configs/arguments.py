@@ -29,8 +29,9 @@ def parse(arg: str | None, defaults: dict, choices: dict) -> dict:
     options[key] = _convert(key, value, defaults[key], choices.get(key))
   for key, allowed in choices.items():
     if options[key] not in allowed:
-      raise VidjaxError(f'config argument {key}={options[key]!r} is not '
-                        f'allowed: {key} must be one of {tuple(allowed)}')
+      raise VidjaxError(f'bad config argument {key}={options[key]!r}: {key} '
+                        f'must be one of {tuple(allowed)}, got '
+                        f'{options[key]!r}')
   return options
 
 
@@ -41,17 +42,17 @@ _BOOLS = {'true': True, '1': True, 'yes': True,
 def _convert(key: str, value: str, default, allowed):
   """`value` as its default's type, or one line naming what `key` takes."""
   kind = type(default)
-  takes = (f'one of {tuple(allowed)}' if allowed is not None
-           else f'{"an" if kind.__name__[0] in "aeiou" else "a"} '
-           f'{kind.__name__}')
   if kind is bool:
     if value.lower() in _BOOLS:
       return _BOOLS[value.lower()]
-    takes = 'true or false'
+    takes = 'must be true or false'
   else:
     try:
       return kind(value)
     except ValueError:
       pass
-  raise VidjaxError(f'bad config argument {key}={value!r}: {key} takes '
-                    f'{takes}')
+    takes = (f'must be one of {tuple(allowed)}' if allowed is not None else
+             f'must be {"an" if kind.__name__[0] in "aeiou" else "a"} '
+             f'{kind.__name__}')
+  raise VidjaxError(f'bad config argument {key}={value!r}: {key} {takes}, '
+                    f'got {value!r}')

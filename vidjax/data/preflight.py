@@ -28,13 +28,18 @@ A training run checks, in this order, each failure one `VidjaxError` line
      first record's header (length and the length's CRC) checks out, or,
      when it does not, a sound record follows somewhere (damage at the
      start, skipped at read time), else it is no TFRecord file;
-   * labels: the first record of every shard has a label in
+   * labels: the first four records of every shard have labels in
      [0, num_classes) (the dataset's class list, or config.data.num_classes
-     / class_names_file); a missing label (-1, an unlabelled split) or one
-     past the classes names the shard, the label and num_classes.
-   Per shard this reads 12 bytes of header and the first record's context
-   (its label, a few hundred bytes), never the clips: thousands of 100 MB
-   Kinetics shards cost a request or two each, 16 shards at a time.
+     / class_names_file). Two or more labels outside, over 1 % of the
+     records sampled, are an error (a num_classes smaller than the labels,
+     an unlabelled split: -1); a single one is a stray record, a warning
+     line, then skipped and counted as 'bad_label' when read. Either line
+     names the count, an example record, its shard, its label and
+     num_classes.
+   Per shard this reads the 12-byte headers and the contexts (label, text,
+   file name: a few hundred bytes) of its first four records, never the
+   clips: thousands of 100 MB Kinetics shards cost a few requests each,
+   16 shards at a time.
 4. At read time (`tfrecord_reader`, `pipeline`): damage inside a shard is
    skipped and counted, never an error: a bad checksum, a garbage length, a
    truncated shard, garbage appended after the last record, a record that
@@ -46,7 +51,8 @@ A training run checks, in this order, each failure one `VidjaxError` line
 
 What is an error and what is counted: a fault of the whole shard (missing,
 a directory, unreadable, empty, no record in it) or of the configuration
-(labels past num_classes in first records) stops the run before compiling;
+(labels past num_classes in more than a stray record sampled) stops the run
+before compiling;
 damage to single records does not, because one bad record among millions
 should cost that record, not the run, and every skip is counted and logged.
 """
@@ -56,6 +62,7 @@ from __future__ import annotations
 from concurrent import futures
 import json
 import os
+import sys
 
 import jax
 
@@ -68,6 +75,11 @@ from vidjax.errors import VidjaxError
 
 # Shards looked at concurrently: remote files cost a request each.
 _THREADS = 16
+# Records per shard whose labels are compared with the classes.
+_LABELS_PER_SHARD = 4
+# More bad labels than this share of the sample (and more than one) is a
+# configuration's fault, not a stray record's.
+_STRAY_SHARE = 0.01
 # The converted checkpoint's description (vidjax/convert: METADATA_FILE).
 _CONVERTED_METADATA = 'vidjax_model.json'
 
@@ -143,27 +155,41 @@ def check_init_from(config) -> None:
                       f'{config.model_name!r}')
 
 
-def _look(path: str, expected: int | None) -> int | None:
+def _look(path: str, expected: int | None) -> list[int | None]:
   shard_check.check_file(path, expected)
-  return None if expected == 0 else shard_check.first_label(path)
+  return [] if expected == 0 else shard_check.first_labels(
+      path, _LABELS_PER_SHARD)
 
 
 def check_split(source, split: str, num_classes: int, data_config) -> None:
-  """Every shard of `split` (`shard_check`), and its first record's label."""
+  """Every shard of `split` (`shard_check`), and its first records' labels.
+
+  Labels outside [0, num_classes) among the records sampled: one is a
+  stray (a warning line; the record is skipped and counted when read), two
+  or more, over 1 % of the sample, are the configuration's (an error).
+  """
   files = source.shard_files(split)
   with futures.ThreadPoolExecutor(min(_THREADS, len(files) or 1)) as pool:
     labels = list(pool.map(lambda pf: _look(*pf), files))
-  for (path, _), label in zip(files, labels):
-    if label is None or 0 <= label < num_classes:
-      continue
-    if label < 0:
-      raise VidjaxError(
-          f'the first record of {path} (split {split!r}) has no label '
-          f'({label}): an unlabelled split cannot be trained or evaluated on')
+  sampled = sum(len(found) for found in labels)
+  bad = [(path, i, label) for (path, _), found in zip(files, labels)
+         for i, label in enumerate(found)
+         if label is not None and not 0 <= label < num_classes]
+  if not bad:
+    return
+  path, i, label = next((b for b in bad if b[2] < 0), bad[0])
+  example = f'record {i} of {path} has label {label}'
+  head = (f'{len(bad)} of the {sampled} records sampled from split {split!r}'
+          f' (the first {_LABELS_PER_SHARD} of each shard)')
+  if label < 0:
+    what = (f'{head} have no label, e.g. {example}: an unlabelled split '
+            'cannot be trained or evaluated on')
+  else:
     where = (f'config.data.num_classes={num_classes}'
              if data_config.name == sources.TFRECORD else
-             f'dataset {data_config.name!r} lists {num_classes} classes')
-    raise VidjaxError(
-        f'the first record of {path} (split {split!r}) has label {label} but '
-        f'{where}: labels must be in [0, {num_classes}), or every such '
-        'record is skipped as bad_label')
+             f'dataset {data_config.name!r}: {num_classes} classes')
+    what = (f'{head} have labels outside [0, {num_classes}) ({where}), e.g. '
+            f'{example}; such records are skipped as bad_label')
+  if len(bad) >= 2 and len(bad) > _STRAY_SHARE * sampled:
+    raise VidjaxError(what)
+  print(f'vidjax: WARNING: {what}', file=sys.stderr, flush=True)

@@ -9,9 +9,10 @@ so a split of thousands of 100 MB shards is checked in a request or two per
 shard. Damage inside a sound file is not its business: the reader skips and
 counts it (`tfrecord_reader`).
 
-`first_label` reads the label of the first record from the start of its
-data (the SequenceExample's context comes first), so comparing a split's
-labels with `num_classes` costs kilobytes per shard, not the clip.
+`first_labels` reads the labels of a shard's first records from the start
+of their data (the SequenceExample's context comes first, the frames after
+it are skipped), so comparing a split's labels with `num_classes` costs a
+few kilobytes per shard, not its clips.
 """
 
 from __future__ import annotations
@@ -103,29 +104,43 @@ def _label_of(context: tf.train.Features) -> int | None:
   return int(values[0]) if values else None
 
 
-def first_label(path: str) -> int | None:
-  """The label of the first record of `path`; None when it has none or the
-  record cannot be read (the reader then skips and counts it)."""
+def first_labels(path: str, n: int = 4) -> list[int | None]:
+  """Labels of the first `n` records of `path`, in order (None: no label).
+
+  Stops early at the end of the file or at a header that does not check
+  out: damage is the reader's business, which skips and counts it.
+  """
+  labels = []
   try:
+    size = tf.io.gfile.stat(path).length
     with tf.io.gfile.GFile(path, 'rb') as f:
-      header = f.read(_HEADER)
-      if len(header) < _HEADER:
-        return None
-      (length,) = struct.unpack('<Q', header[:8])
-      prefix = f.read(min(length, _PREFIX))
-      # SequenceExample field 1 (the context), length-delimited: tag 0x0a.
-      if prefix[:1] == b'\x0a':
-        size, start = _varint(prefix, 1)
-        if start + size <= len(prefix):
-          return _label_of(tf.train.Features.FromString(
-              prefix[start:start + size]))
-      if length > _WHOLE:
-        return None
-      data = prefix + f.read(length - len(prefix))
-  except (OSError, tf.errors.OpError, ValueError,
-          protobuf_message.DecodeError):
-    return None
+      pos = 0
+      while len(labels) < n:
+        f.seek(pos)
+        header = f.read(_HEADER)
+        if len(header) < _HEADER or not _header_ok(header, size - pos):
+          break
+        (length,) = struct.unpack('<Q', header[:8])
+        labels.append(_label(f, length))
+        pos += _HEADER + length + 4
+  except (OSError, tf.errors.OpError):
+    pass
+  return labels
+
+
+def _label(f, length: int) -> int | None:
+  """The label of the record whose data `f` is positioned at."""
+  prefix = f.read(min(length, _PREFIX))
   try:
+    # SequenceExample field 1 (the context), length-delimited: tag 0x0a.
+    if prefix[:1] == b'\x0a':
+      size, start = _varint(prefix, 1)
+      if start + size <= len(prefix):
+        return _label_of(tf.train.Features.FromString(
+            prefix[start:start + size]))
+    if length > _WHOLE:
+      return None
+    data = prefix + f.read(length - len(prefix))
     return _label_of(tf.train.SequenceExample.FromString(data).context)
-  except protobuf_message.DecodeError:
+  except (ValueError, protobuf_message.DecodeError):
     return None
