@@ -212,8 +212,8 @@ def test_a_class_names_file_that_names_no_class(data_dir, tmp_path):
      'config.data.flip_label_map: label 7 outside [0, 4) (4 classes)'),
     (dict(horizontal_flip=True, flip_label_map={'left': 1}),
      "config.data.flip_label_map={'left': 1}: invalid literal"),
-    # Three crops without the step that makes them: every view would fail
-    # its shape and be skipped as undecodable.
+    # Three crops without the step that makes them: evaluation, after
+    # training, failed on its shape with a ValueError traceback.
     (dict(num_test_crops=3, eval_steps=('parse', 'sample_dense', 'decode',
                                         'resize', 'normalize')),
      "3 spatial crops per view (config.data.num_test_crops / "
@@ -257,26 +257,34 @@ def test_init_from_is_checked_before_the_model_is_built(data_dir, tmp_path):
 # ------------------------------------------------- At run time: bad_label.
 
 
-def test_bad_labels_warn_once_when_they_pile_up(capfd):
-  watch = input_shards.BadLabelWatch(every=10, rows=10, num_classes=2)
-  column = pipeline.COUNT_NAMES.index('bad_label')
+def test_skipped_records_warn_once_when_they_pile_up(capfd):
+  watch = input_shards.SkipWatch(every=10, rows=10, num_classes=2)
+  bad_label = pipeline.COUNT_NAMES.index('bad_label')
+  undecodable = pipeline.COUNT_NAMES.index('undecodable')
   counts = np.zeros(len(pipeline.COUNT_NAMES), np.int64)
+  counts[-1] = 500  # Padded short videos are no skip.
   for _ in range(10):  # One stray record in 100: no warning.
     watch(counts)
-  counts[column] = 1
+  counts[bad_label] = 1
   for _ in range(10):
     watch(counts)
   assert not watch.warned and capfd.readouterr().err == ''
-  counts[column] = 3  # 2 of the next 100.
+  counts[bad_label] = 3  # 2 of the next 100.
   for _ in range(10):
     watch(counts)
-  counts[column] = 60
+  counts[bad_label] = 60
+  counts[undecodable] = 100
   for _ in range(20):
     watch(counts)
-  err = capfd.readouterr().err
-  assert err == ('vidjax: WARNING: 2 of the last 100 training records read '
-                 '(2%) have a label outside [0, 2) (config.data.num_classes=2)'
-                 ' and are skipped as bad_label; is num_classes right?\n')
+  assert watch.warned == {'bad_label', 'undecodable'}
+  assert capfd.readouterr().err == (
+      'vidjax: WARNING: 2 of the last 100 training records read (2%) are '
+      'skipped as bad_label: their labels are outside [0, 2) '
+      '(config.data.num_classes=2); is num_classes right?\n'
+      'vidjax: WARNING: 100 of the last 100 training records read (100%) are '
+      'skipped as undecodable: corrupt frames, or steps '
+      '(config.data.train_steps) that do not make clips of '
+      'config.data.crop_size\n')
 
 
 def test_training_stream_warns_of_bad_labels(data_dir, capfd):
@@ -289,4 +297,4 @@ def test_training_stream_warns_of_bad_labels(data_dir, capfd):
   err = capfd.readouterr().err
   # Labels 0..3 of 2 classes: half the records.
   assert ('vidjax: WARNING: 4 of the last 8 training records read (50%) '
-          'have a label outside [0, 2)') in err
+          'are skipped as bad_label: their labels are outside [0, 2)') in err

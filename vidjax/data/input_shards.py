@@ -7,6 +7,10 @@ so the data order is a pure function of (seed, step, input_shards): one
 process with input_shards=2 trains on exactly the batches of two processes
 (tests/parallel/test_multihost.py), and a run resumed on another number of
 hosts sees exactly the batches an uninterrupted one would have.
+
+`check` (run by the pre-flight, before compiling) says when the streams do
+not fit the processes, the batch or the split; `SkipWatch` says, once per
+reason, when skipped records become more than a stray one in a hundred.
 """
 import sys
 
@@ -54,7 +58,7 @@ def train_batches(config, start_step: int):
       batch_size=config.batch_size // shards, seed=config.seed,
       start_step=start_step, process_index=index * per_process + j,
       process_count=shards).as_numpy_iterator() for j in range(per_process)]
-  watch = BadLabelWatch(config.log_every_steps,
+  watch = SkipWatch(config.log_every_steps,
                         config.batch_size // n_proc, config.data.num_classes)
   while True:
     parts = [next(s) for s in streams]
@@ -68,37 +72,47 @@ def train_batches(config, start_step: int):
     yield batch
 
 
-class BadLabelWatch:
-  """One loud line, once, when labels outside the classes pile up.
+class SkipWatch:
+  """One loud line per skip reason, once, when skipped records pile up.
 
-  A `num_classes` smaller than the dataset's labels makes most records
-  'bad_label': each is skipped and counted, so the run goes on, training on
-  the few left. More than `share` of the records read in an interval of
-  `every` steps is no stray record: say so on stderr.
+  Skipped records are replaced and counted, so the run goes on, training on
+  what is left: a `num_classes` smaller than the labels makes most records
+  'bad_label', a step list that makes no clip of `crop_size` makes them all
+  'undecodable'. More than `share` of the records read in an interval of
+  `every` steps skipped for one reason is no stray record: say so on
+  stderr.
   """
 
   def __init__(self, every: int, rows: int, num_classes: int | None,
                share: float = 0.01):
-    self._every, self._rows, self._share = every, rows, share
+    self._every, self._read, self._share = every, every * rows, share
     self._num_classes = num_classes
-    self._column = pipeline.COUNT_NAMES.index('bad_label')
-    self._steps = self._last = 0
-    self.warned = False
+    self._steps = 0
+    self._last = np.zeros(len(pipeline.SKIP_REASONS), np.int64)
+    self.warned = set()
 
   def __call__(self, counts) -> None:
     """`counts`: this process's running totals after one more batch."""
     self._steps += 1
-    if self.warned or self._steps % self._every:
+    if self._steps % self._every:
       return
-    bad = int(counts[self._column])
-    read = self._every * self._rows
-    fresh, self._last = bad - self._last, bad
-    if fresh > self._share * read:
-      self.warned = True
-      n = self._num_classes
+    now = np.array(counts[:len(pipeline.SKIP_REASONS)], np.int64)  # A copy.
+    fresh, self._last = now - self._last, now
+    for reason, n in zip(pipeline.SKIP_REASONS, fresh):
+      if reason in self.warned or n <= self._share * self._read:
+        continue
+      self.warned.add(reason)
+      print(f'vidjax: WARNING: {n} of the last {self._read} training records '
+            f'read ({n / self._read:.0%}) are skipped as {reason}'
+            f'{self._hint(reason)}', file=sys.stderr, flush=True)
+
+  def _hint(self, reason: str) -> str:
+    n = self._num_classes
+    if reason == 'bad_label':
       classes = (f'[0, {n}) (config.data.num_classes={n})' if n
                  else "the dataset's classes")
-      print(f'vidjax: WARNING: {fresh} of the last {read} training records '
-            f'read ({fresh / read:.0%}) have a label outside {classes} and '
-            'are skipped as bad_label; is num_classes right?',
-            file=sys.stderr, flush=True)
+      return f': their labels are outside {classes}; is num_classes right?'
+    if reason == 'undecodable':
+      return (': corrupt frames, or steps (config.data.train_steps) that do '
+              'not make clips of config.data.crop_size')
+    return ' (each is logged above with its file)'

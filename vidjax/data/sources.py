@@ -18,7 +18,11 @@ fields (a seek per record, checksums of the 12-byte headers only). Local
 files are always walked, so a shard shorter than its metadata is reported at
 once; remote files (gs://...) only when their count is not in the metadata,
 since every seek there is a request. The reader then yields exactly that
-many records per shard, skipped ones included (`tfrecord_reader`).
+many records per shard, skipped ones included (`tfrecord_reader`). A file
+walked is checked first (`shard_check`): missing, a directory, unreadable,
+empty or no TFRecord file is one VidjaxError line; broken stretches the
+metadata leaves no room for (garbage appended) are no records. Every shard a
+run reads, remote ones too, is checked before compiling (`preflight`).
 """
 
 from __future__ import annotations
