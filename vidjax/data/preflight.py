@@ -3,12 +3,13 @@
 A training run checks, in this order, each failure one `VidjaxError` line
 (`vidjax: error: ...`, exit 1) naming the key, the shard or the label:
 
-1. At load (`vidjax.config.validate`, from `vidjax.main` before TensorFlow
-   or JAX start): every key's type, range and choice, and the keys that only
-   make sense together (`eval_every_steps` needs `val_split`, `mean` needs
-   `std`, `batch_size` divides over `input_shards`, ...). A bad value in a
-   config argument string (`--config=configs/x.py:segments=12`) fails while
-   the file loads, naming the argument and what it takes
+1. At load (`vidjax.config.validate`, from `vidjax.main` before the workdir
+   is made or the dataset opened): every key's type, range and choice, and
+   the keys that only make sense together (`eval_every_steps` needs
+   `val_split`, `mean` needs `std` and `std` `mean`, `flip_label_map` needs
+   `horizontal_flip`, `input_shards` divides `batch_size`, ...). A bad value
+   in a config argument string (`--config=configs/x.py:segments=12`) fails
+   while the file loads, naming the argument and what it takes
    (configs/arguments.py).
 2. When the dataset is opened (`pipeline.dataset_info`, trainer's Data
    section): the dataset and its splits exist; existing TFRecords' patterns
@@ -40,21 +41,27 @@ A training run checks, in this order, each failure one `VidjaxError` line
    file name: a few hundred bytes) of its first four records, never the
    clips: thousands of 100 MB Kinetics shards cost a few requests each,
    16 shards at a time.
-4. At read time (`tfrecord_reader`, `pipeline`): damage inside a shard is
+4. Right after, still before compiling (trainer, vidjax/parallel/mesh.py):
+   the mesh fits the devices, the batch sizes divide over its data axis and
+   the processes, `num_frames` over its time axis, `bn_sync_devices` over
+   the data axis.
+5. At read time (`tfrecord_reader`, `pipeline`): damage inside a shard is
    skipped and counted, never an error: a bad checksum, a garbage length, a
    truncated shard, garbage appended after the last record, a record that
    is not a SequenceExample, lacks frames or label, cannot be decoded, or
    has a label outside the classes ('bad_label'). A shard that vanishes
    mid-run counts its remaining records as skipped. While training, when
-   more than 1 % of the records read in a log interval are 'bad_label', one
-   loud warning line says so, once (`input_shards`).
+   more than 1 % of the records read in a log interval are skipped for one
+   reason, one loud warning line says so, once per reason
+   (`input_shards.SkipWatch`; for 'bad_label' it asks whether num_classes
+   is right).
 
 What is an error and what is counted: a fault of the whole shard (missing,
 a directory, unreadable, empty, no record in it) or of the configuration
 (labels past num_classes in more than a stray record sampled) stops the run
-before compiling;
-damage to single records does not, because one bad record among millions
-should cost that record, not the run, and every skip is counted and logged.
+before compiling; damage to single records does not, because one bad record
+among millions should cost that record, not the run, and every skip is
+counted and logged.
 """
 
 from __future__ import annotations
@@ -103,7 +110,8 @@ def check(config, meta, process_count: int | None = None) -> None:
   """
   if process_count is None:
     process_count = jax.process_count()
-  check_pipeline(config.data, meta.num_classes, config.val_views)
+  check_pipeline(config.data, meta.num_classes,
+                 config.val_views if config.eval_every_steps else (1, 1))
   input_shards.check(config, process_count,
                      meta.num_examples.get(config.data.train_split, 0))
   check_init_from(config)
