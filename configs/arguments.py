@@ -13,22 +13,46 @@ from vidjax.errors import VidjaxError
 def parse(arg: str | None, defaults: dict, choices: dict) -> dict:
   """`defaults` updated by `arg`; every value one of `choices[key]`.
 
-  A value is converted to its default's type (so 'segments=16' is 16).
-  Raises VidjaxError for an unknown key, a pair without '=' or a value not
-  among the choices.
+  A value is converted to its default's type (so 'segments=16' is 16;
+  a bool takes true/false, 1/0, yes/no). Raises VidjaxError, one line
+  naming the argument and what it takes, for an unknown key, a pair
+  without '=', a value of the wrong type or not among the choices. A key
+  given twice takes its last value (configs prefix their own defaults).
   """
   options = dict(defaults)
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
+    key, value = key.strip(), value.strip()
     if not sep or key not in defaults:
       raise VidjaxError(f'bad config argument {item!r}: want key=value with '
                         f'a key in {sorted(defaults)}')
-    try:
-      options[key] = type(defaults[key])(value)
-    except ValueError:
-      raise VidjaxError(f'bad config argument {item!r}') from None
+    options[key] = _convert(key, value, defaults[key], choices.get(key))
   for key, allowed in choices.items():
     if options[key] not in allowed:
-      raise VidjaxError(f'{key} must be one of {tuple(allowed)}, got '
+      raise VidjaxError(f'bad config argument {key}={options[key]!r}: {key} '
+                        f'must be one of {tuple(allowed)}, got '
                         f'{options[key]!r}')
   return options
+
+
+_BOOLS = {'true': True, '1': True, 'yes': True,
+          'false': False, '0': False, 'no': False}
+
+
+def _convert(key: str, value: str, default, allowed):
+  """`value` as its default's type, or one line naming what `key` takes."""
+  kind = type(default)
+  if kind is bool:
+    if value.lower() in _BOOLS:
+      return _BOOLS[value.lower()]
+    takes = 'must be true or false'
+  else:
+    try:
+      return kind(value)
+    except ValueError:
+      pass
+    takes = (f'must be one of {tuple(allowed)}' if allowed is not None else
+             f'must be {"an" if kind.__name__[0] in "aeiou" else "a"} '
+             f'{kind.__name__}')
+  raise VidjaxError(f'bad config argument {key}={value!r}: {key} {takes}, '
+                    f'got {value!r}')

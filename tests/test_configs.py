@@ -298,6 +298,62 @@ def test_keys_that_only_make_sense_together():
                         'config.best_metric')
 
 
+def test_more_keys_that_only_make_sense_together():
+  """Each was read late, or not at all: a lone mean or std fell back to the
+  preset silently, a flip map without the flip did nothing, input streams
+  that do not divide the batch failed after the first compile."""
+  config = load('demo', None)
+  config.data.mean = (0.5, 0.5, 0.5)
+  assert_one_line_error(
+      config, 'config.data.mean is set but config.data.std is not: set both '
+      "to override config.data.normalization='imagenet', or neither")
+  config.data.mean, config.data.std = None, (0.2, 0.2, 0.2)
+  assert_one_line_error(config, 'config.data.std is set but config.data.mean'
+                        ' is not')
+  config.data.std = None
+  config.data.flip_label_map = {0: 1}
+  assert_one_line_error(config, 'config.data.flip_label_map is set but '
+                        'config.data.horizontal_flip is off')
+  config.data.horizontal_flip = True
+  config_lib.validate(config)
+  config.data.input_shards = 3
+  assert_one_line_error(config, 'config.data.input_shards=3 must divide '
+                        f'config.batch_size={config.batch_size}')
+
+
+@pytest.mark.parametrize('arg,message', [
+    ('segments=abc', "bad config argument segments='abc': segments must be "
+     "one of (8, 16), got 'abc'"),
+    ('sampling=random', "bad config argument sampling='random': sampling "
+     "must be one of ('dense', 'uniform'), got 'random'"),
+    ('segments=12', 'bad config argument segments=12: segments must be one '
+     'of (8, 16), got 12'),
+    ('segments', "bad config argument 'segments': want key=value with a key "
+     "in ['model', 'sampling', 'segments']"),
+])
+def test_config_argument_string_errors_name_the_argument(arg, message):
+  with pytest.raises(VidjaxError) as error:
+    load('kinetics400_tsm', arg)
+  assert str(error.value) == message
+
+
+def test_config_argument_types():
+  from configs import arguments  # pylint: disable=g-import-not-at-top
+  defaults = {'runlocal': False, 'frames': 8, 'lr': 0.1}
+  # bool('false') is True: a bool takes words, not Python's truthiness.
+  assert arguments.parse('runlocal=false', defaults, {})['runlocal'] is False
+  assert arguments.parse('runlocal=True', defaults, {})['runlocal'] is True
+  assert arguments.parse(' frames = 16 ,lr=0.5', defaults, {}) == {
+      'runlocal': False, 'frames': 16, 'lr': 0.5}
+  for arg, message in [
+      ('runlocal=maybe', "runlocal='maybe': runlocal must be true or false"),
+      ('frames=8.5', "frames='8.5': frames must be an int, got '8.5'"),
+      ('lr=fast', "lr='fast': lr must be a float, got 'fast'")]:
+    with pytest.raises(VidjaxError) as error:
+      arguments.parse(arg, defaults, {})
+    assert str(error.value).startswith('bad config argument ' + message)
+
+
 def test_missing_key_is_one_line():
   config = load('demo', None)
   config.mesh = {'data': -1}

@@ -431,3 +431,16 @@ def _check_combinations(config) -> None:
   if config.test_checkpoint == 'best' and config.best_metric is None:
     raise VidjaxError("config.test_checkpoint='best' needs "
                       'config.best_metric')
+  data = config.data
+  if (data.mean is None) != (data.std is None):
+    given, other = ('mean', 'std') if data.std is None else ('std', 'mean')
+    raise VidjaxError(f'config.data.{given} is set but config.data.{other} '
+                      f'is not: set both to override config.data.'
+                      f'normalization={data.normalization!r}, or neither')
+  if data.flip_label_map and not data.horizontal_flip:
+    raise VidjaxError('config.data.flip_label_map is set but '
+                      'config.data.horizontal_flip is off: the map is only '
+                      'used by the flip')
+  if data.input_shards and config.batch_size % data.input_shards:
+    raise VidjaxError(f'config.data.input_shards={data.input_shards} must '
+                      f'divide config.batch_size={config.batch_size}')

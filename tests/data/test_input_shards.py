@@ -23,7 +23,8 @@ def _config(data_dir, shards):
   return ml_collections.ConfigDict({
       'data': R.data_config(pattern, pattern, num_classes=3,
                             input_shards=shards),
-      'batch_size': BATCH, 'seed': 3})
+      'batch_size': BATCH, 'seed': 3, 'log_every_steps': 100,
+      'total_steps': 10})
 
 
 def test_two_input_shards_in_one_process_concatenate_their_streams(

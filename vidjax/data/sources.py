@@ -18,7 +18,11 @@ fields (a seek per record, checksums of the 12-byte headers only). Local
 files are always walked, so a shard shorter than its metadata is reported at
 once; remote files (gs://...) only when their count is not in the metadata,
 since every seek there is a request. The reader then yields exactly that
-many records per shard, skipped ones included (`tfrecord_reader`).
+many records per shard, skipped ones included (`tfrecord_reader`). A file
+walked is checked first (`shard_check`): missing, a directory, unreadable,
+empty or no TFRecord file is one VidjaxError line; broken stretches the
+metadata leaves no room for (garbage appended) are no records. Every shard a
+run reads, remote ones too, is checked before compiling (`preflight`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
+from vidjax.data import shard_check
 from vidjax.data import tfrecord_reader
 from vidjax.errors import VidjaxError
 
@@ -56,28 +61,48 @@ def _is_remote(path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _scan_cached(path: str, size: int, mtime: int) -> tuple[int, bool]:
+def _scan_cached(path: str, size: int, mtime: int) -> tfrecord_reader.Scan:
   del size, mtime  # Part of the cache key only: a rewritten file is rescanned.
-  return tfrecord_reader.count_frames(path)
+  return tfrecord_reader.scan(path)
+
+
+def _scan(path: str, expected: int | None = None) -> tfrecord_reader.Scan:
+  """The file's frames, sound ones, and how it ends (`tfrecord_reader.scan`).
+
+  The file is checked first (`shard_check`): a missing file, a directory or
+  one that cannot be read is a VidjaxError, not a traceback.
+  """
+  shard_check.check_file(path, expected)
+  stat = tf.io.gfile.stat(path)
+  return _scan_cached(path, stat.length, stat.mtime_nsec)
 
 
 def scan_tfrecord(path: str) -> tuple[int, bool]:
   """(records in the file, sound or not; whether it ends inside a record)."""
-  stat = tf.io.gfile.stat(path)
-  return _scan_cached(path, stat.length, stat.mtime_nsec)
+  scan = _scan(path)
+  return scan.frames, scan.truncated
 
 
 def _shard(path: str, expected: int | None) -> Shard:
   if expected is not None and _is_remote(path):
     return Shard(path, expected, expected)
-  count, truncated = scan_tfrecord(path)
-  if expected is not None and count > expected:
-    # More records than the metadata says: the file is not the one described.
-    raise VidjaxError(f'{path} holds {count} records but its dataset_info '
-                      f'says {expected}; re-prepare the dataset')
+  scan = _scan(path, expected)
+  if expected is not None and scan.sound > expected:
+    # More sound records than the metadata says: not the file described.
+    raise VidjaxError(f'{path} holds {scan.sound} records but its '
+                      f'dataset_info says {expected}; re-prepare the dataset')
+  count = scan.frames
+  garbage = expected is not None and count > expected
+  if garbage:
+    # Broken stretches the metadata leaves no room for hid no record:
+    # garbage appended or inserted. The reader logs each and reads on.
+    logging.warning('%s holds %d stretch(es) of bytes that are not records '
+                    'besides its %d records (garbage appended or inserted); '
+                    'ignored', path, count - expected, expected)
+    count = expected
   shard = Shard(path, count if expected is None else expected, expected,
                 found=count)
-  if truncated or (shard.lost or 0) > 0:
+  if (scan.truncated and not garbage) or (shard.lost or 0) > 0:
     lost = 'an unknown number of' if shard.lost is None else str(shard.lost)
     logging.warning('%s is truncated after %d records (%s records lost); '
                     'each lost record is counted as skipped', path, count,
@@ -102,6 +127,10 @@ class BuilderSource:
     return tuple(_shard(path, n)
                  for path, n in self._builder.split_shards(split))
 
+  def shard_files(self, split: str) -> list[tuple[str, int | None]]:
+    """(path, records its metadata lists) per shard, without reading any."""
+    return list(self._builder.split_shards(split))
+
 
 def _glob(pattern: str, key: str) -> list[str]:
   files = []
@@ -123,6 +152,19 @@ def _read_class_names(path: str) -> tuple[str, ...]:
                       f'{getattr(e, "message", e)}') from None
   while names and not names[-1]:
     names.pop()
+  if not names:
+    raise VidjaxError(f'config.data.class_names_file {path} lists no class '
+                      'names (one per line, line i = class i)')
+  blank = [i for i, name in enumerate(names) if not name]
+  if blank:
+    raise VidjaxError(f'config.data.class_names_file {path}: line '
+                      f'{blank[0] + 1} is blank; every class needs a name')
+  seen = set()
+  for name in names:
+    if name in seen:
+      raise VidjaxError(f'config.data.class_names_file {path} lists '
+                        f'{name!r} twice; class i is line i, one name each')
+    seen.add(name)
   return tuple(names)
 
 
@@ -178,6 +220,12 @@ class TFRecordSource:
 
   def num_examples(self, split: str) -> int:
     return sum(s.num_records for s in self.shards(split))
+
+  def shard_files(self, split: str) -> list[tuple[str, int | None]]:
+    """(path, None) per shard: no metadata lists their records."""
+    self._check_split(split)
+    pattern, key = self._patterns[split]
+    return [(path, None) for path in _glob(pattern, key)]
 
 
 def _builder(data_config):

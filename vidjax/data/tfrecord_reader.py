@@ -15,6 +15,12 @@ shard. This module walks the frames itself, so one bad byte costs one record:
 * a frame whose data fails its CRC (`bad_data_crc`) is skipped by its length,
   which passed its own CRC;
 * a file that ends inside a frame (`truncated`): the interrupted copy;
+* bytes after the last record (`trailing garbage`: a copy that appended,
+  two files run together) are one broken stretch like any other: without
+  metadata it is counted as a skipped record of its kind (the reader cannot
+  tell it from a cut last record); with metadata, when every record the
+  metadata lists is found without it, it is no record at all: logged with
+  its offset and not counted (`read_shard`'s `count`);
 * data that is not a SequenceExample (`not_sequence_example`), or one without
   the frames or the label (`missing_keys`), is checked here too, with
   protobuf, so the pipeline's steps only ever see well-formed records.
@@ -24,8 +30,11 @@ shard always yields exactly its record count (the dataset's metadata, or the
 frames `count_frames` finds), a skip never shifts the records after it, and
 resuming stays exact. Where a corrupt stretch swallowed records whose count
 the metadata knows, the missing ones are reported under the kind of the
-corruption that hid them (`truncated` for a short file). Read + skipped =
-written, always.
+corruption that hid them (`truncated` for a short file); where the file holds
+more broken stretches than the metadata leaves room for (bytes inserted or
+appended, hiding no record), the last of them are logged as garbage and not
+counted, so every sound record is still read. Read + skipped = written,
+always.
 
 The walk reads only the 12-byte headers (plus the data of a candidate frame
 while resynchronising), so counting a local shard costs a seek per record.
@@ -109,7 +118,7 @@ def _candidates(chunk: bytes, base: int, size: int) -> np.ndarray:
   return np.flatnonzero(length <= np.maximum(room, 0).astype(np.uint64))
 
 
-def _resync(path: str, size: int, start: int) -> int | None:
+def next_sound_frame(path: str, size: int, start: int) -> int | None:
   """The first offset >= start where a whole, sound frame begins.
 
   Not cached: a file rewritten within one tick of the file system's clock
@@ -148,7 +157,7 @@ def walk(f, path: str, stat) -> Iterator[Frame]:
       yield Frame(pos, length, None)
       pos += _HEADER + length + _FOOTER
       continue
-    nxt = _resync(path, size, pos + 1)
+    nxt = next_sound_frame(path, size, pos + 1)
     if not ok:
       kind = 'bad_length_crc'
     else:  # A length that passes its CRC but runs past the end of the file:
@@ -160,15 +169,34 @@ def walk(f, path: str, stat) -> Iterator[Frame]:
     pos = nxt
 
 
+@dataclasses.dataclass(frozen=True)
+class Scan:
+  """What a walk of a whole file found."""
+
+  frames: int  # Sound frames plus broken stretches: records, sound or not.
+  sound: int  # Frames whose header checks out.
+  truncated: bool  # The file ends inside a frame.
+  tail: Frame | None  # The last frame when it is a broken stretch.
+
+
+def scan(path: str) -> Scan:
+  """Walks the headers of the file at `path` (a seek per record)."""
+  stat = tf.io.gfile.stat(path)
+  frames = sound = 0
+  last = None
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    for last in walk(f, path, stat):
+      frames += 1
+      sound += last.kind is None
+  tail = last if last is not None and last.kind is not None else None
+  return Scan(frames, sound, last is not None and last.kind == 'truncated',
+              tail)
+
+
 def count_frames(path: str) -> tuple[int, bool]:
   """(records in the file, sound or not; whether the file ends mid-frame)."""
-  stat = tf.io.gfile.stat(path)
-  count, truncated = 0, False
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    for fr in walk(f, path, stat):
-      count += 1
-      truncated = fr.kind == 'truncated'
-  return count, truncated
+  s = scan(path)
+  return s.frames, s.truncated
 
 
 def content_kind(data: bytes) -> str | None:
@@ -188,6 +216,35 @@ def _report(path: str, offset: int, kind: str):
         file=sys.stderr, flush=True)
 
 
+def _records(f, path: str, stat, count: int) -> Iterator[Frame]:
+  """The walk's frames, less broken stretches that cannot be records.
+
+  At the first broken stretch the rest of the file's headers are walked
+  ahead (damaged shards only): when the file holds more frames than `count`
+  leaves room for, the last broken stretches (garbage appended or inserted,
+  hiding no record) are logged and left out, so no sound record is lost.
+  """
+  frames = walk(f, path, stat)
+  seen = 0
+  for fr in frames:
+    if fr.kind is None:
+      seen += 1
+      yield fr
+      continue
+    rest = [fr, *frames]
+    excess = seen + len(rest) - count
+    broken = [i for i, r in enumerate(rest) if r.kind is not None]
+    dropped = set(broken[len(broken) - excess:]) if excess > 0 else set()
+    for i, r in enumerate(rest):
+      if i in dropped:
+        print(f'vidjax: ignored garbage at {path} offset {r.offset} '
+              f'({r.kind}): not one of the shard\'s {count} records',
+              file=sys.stderr, flush=True)
+      else:
+        yield r
+    return
+
+
 def read_shard(path: str, count: int) -> Iterator[tuple[bytes, int]]:
   """Exactly `count` (data, status) pairs of the shard at `path`.
 
@@ -198,7 +255,7 @@ def read_shard(path: str, count: int) -> Iterator[tuple[bytes, int]]:
   try:
     stat = tf.io.gfile.stat(path)
     with tf.io.gfile.GFile(path, 'rb') as f:
-      for fr in walk(f, path, stat):
+      for fr in _records(f, path, stat, count):
         if yielded == count:
           return
         kind = fr.kind

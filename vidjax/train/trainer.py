@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from vidjax import config as config_lib
 from vidjax.data import input_shards
 from vidjax.data import pipeline
+from vidjax.data import preflight
 from vidjax.data import sources
 from vidjax.errors import VidjaxError
 from vidjax.models import complexity
@@ -137,6 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           f'dataset {config.data.name!r} has no split {split!r}; available: '
           f'{", ".join(sorted(meta.num_examples))}')
   periodic = periodic_eval.PeriodicEval.from_config(config, meta)
+  preflight.check(config, meta)  # Every shard and setting the run reads.
 
   # ------------------------------------------- Mesh, model and shardings.
   mesh = mesh_lib.make_mesh(config.mesh)
