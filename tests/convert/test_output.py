@@ -122,7 +122,7 @@ def test_unwritable_parent_is_one_error(tmp_path, monkeypatch):
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES),
                           str(tmp_path))
 
-  monkeypatch.setattr(output.tempfile, 'mkdtemp', denied)
+  monkeypatch.setattr(output.os, 'mkdir', denied)
   out = str(tmp_path / 'out')
   with pytest.raises(VidjaxError) as error:
     convert.save_converted(out, 'tsm_r18', 3, tiny_variables(1))

@@ -16,9 +16,9 @@ import contextlib
 import logging as std_logging
 import os
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 import time
 
 from absl import logging
@@ -125,17 +125,12 @@ def check_output(directory: str, overwrite: bool) -> bool:
   return True
 
 
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
-
-
 def _sibling(directory: str, kind: str) -> str:
+  """A new directory `.NAME.KIND-XXXX` beside `directory`, with the mode
+  (0777 less the umask) that the output itself would get."""
   parent, name = os.path.split(directory)
-  path = tempfile.mkdtemp(prefix=f'.{name}.{kind}-', dir=parent)
-  # mkdtemp's 0700 would become the output's mode: give it mkdir's.
-  os.chmod(path, 0o777 & ~_umask())
+  path = os.path.join(parent, f'.{name}.{kind}-{secrets.token_hex(4)}')
+  os.mkdir(path, 0o777)
   return path
 
 
