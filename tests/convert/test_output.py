@@ -170,6 +170,19 @@ def test_output_that_is_a_file_is_refused(tmp_path, overwrite):
   assert out.read_bytes() == b'torch'
 
 
+def test_symbolic_link_is_refused(old, tmp_path):
+  out, before = old
+  link = tmp_path / 'link'
+  link.symlink_to(out)
+  with pytest.raises(VidjaxError) as error:
+    convert.save_converted(str(link), 'tsm_r18', 3, tiny_variables(2),
+                           overwrite=True)
+  assert str(error.value) == (f'the output {link} is a symbolic link; give '
+                              '--out the directory it points to')
+  assert os.readlink(link) == out
+  assert snapshot(out) == before
+
+
 def test_empty_directory_is_filled(tmp_path):
   out = tmp_path / 'out'
   out.mkdir()

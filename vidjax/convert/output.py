@@ -106,7 +106,11 @@ def check_output(directory: str, overwrite: bool) -> bool:
   """
   if not os.path.lexists(directory):
     return False
-  if not os.path.isdir(directory) or os.path.islink(directory):
+  if os.path.islink(directory):
+    # Replacing it would swap the link for a directory, wherever it points.
+    raise VidjaxError(f'the output {directory} is a symbolic link; give --out '
+                      'the directory it points to')
+  if not os.path.isdir(directory):
     raise VidjaxError(f'the output {directory} exists and is not a directory; '
                       'give --out a directory path (it is created)')
   entries = _entries(directory)
