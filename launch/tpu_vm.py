@@ -11,6 +11,11 @@ parameter flag defaults to the environment variable VIDJAX_TPU_<FLAG>
 (VIDJAX_TPU_PROJECT, ...). Errors print one `vidjax: error: ...` line and
 exit 1; a failing command exits with that command's status.
 
+The VMs get `git archive HEAD`: before any command runs (dry runs alike),
+run and up check that every local file the run reads is in HEAD as it is
+here, and a command that ships refuses uncommitted changes to tracked files
+unless --allow-dirty (see "What ships" below).
+
 Standard library only: it runs on any machine with Python and the gcloud CLI,
 before (and without) vidjax's own environment.
 """
