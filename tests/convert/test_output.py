@@ -101,19 +101,25 @@ def test_failed_swap_puts_the_old_conversion_back(old, tmp_path,
   real_replace = os.replace
   calls = []
 
+  failing = 0
+
   def replace(source, target):
     calls.append((source, target))
-    if len(calls) == 2:  # Old aside done; new in fails.
+    if len(calls) == failing:
       raise OSError(errno.EROFS, os.strerror(errno.EROFS), target)
     return real_replace(source, target)
 
   monkeypatch.setattr(output.os, 'replace', replace)
-  with pytest.raises(VidjaxError, match=f'cannot write {out}: '
-                     f'{os.strerror(errno.EROFS)}; the conversion there'):
-    convert.save_converted(out, 'tsm_r18', 3, tiny_variables(2),
-                           overwrite=True)
-  assert snapshot(out) == before
-  assert os.listdir(tmp_path) == ['out']
+  # 1: the old one aside fails; 2: it is aside, the new one in fails.
+  for failing in (1, 2):
+    calls.clear()
+    with pytest.raises(VidjaxError, match=f'cannot write {out}: '
+                       f'{os.strerror(errno.EROFS)}; the conversion there'):
+      convert.save_converted(out, 'tsm_r18', 3, tiny_variables(2),
+                             overwrite=True)
+    assert len(calls) == failing + (failing == 2)  # And back.
+    assert snapshot(out) == before
+    assert os.listdir(tmp_path) == ['out']
 
 
 def test_unwritable_parent_is_one_error(tmp_path, monkeypatch):

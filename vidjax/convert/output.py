@@ -209,7 +209,12 @@ def write_directory(directory: str, write: Callable[[str], None], *,
 def _swap(new: str, directory: str):
   """Old aside, new in, old deleted; the old one back if the second fails."""
   aside = _sibling(directory, 'old')
-  os.replace(directory, aside)  # Onto the empty directory just made.
+  try:
+    os.replace(directory, aside)  # Onto the empty directory just made.
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.rmdir(aside)
+    raise
   try:
     os.replace(new, directory)
   except BaseException:
