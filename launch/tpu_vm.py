@@ -11,10 +11,16 @@ parameter flag defaults to the environment variable VIDJAX_TPU_<FLAG>
 (VIDJAX_TPU_PROJECT, ...). Errors print one `vidjax: error: ...` line and
 exit 1; a failing command exits with that command's status.
 
+The VMs get `git archive HEAD`: before any command runs (dry runs alike),
+run and up check that every local file the run reads is in HEAD as it is
+here, and a command that ships refuses uncommitted changes to tracked files
+unless --allow-dirty (see "What ships" below).
+
 Standard library only: it runs on any machine with Python and the gcloud CLI,
 before (and without) vidjax's own environment.
 """
 import argparse
+import ast
 import os
 import re
 import shlex
@@ -104,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
   common.add_argument('--dry-run', '--dry_run', dest='dry_run',
                       action='store_true',
                       help='print the commands, one a line, and exit 0')
+  common.add_argument('--allow-dirty', '--allow_dirty', dest='allow_dirty',
+                      action='store_true',
+                      help='ship git HEAD although tracked files have '
+                      'uncommitted changes (they are not shipped; the files '
+                      'the run reads must still be committed)')
 
   training = _Parser(add_help=False)
   training.add_argument('--config', metavar='PATH[:ARG]',
@@ -213,11 +224,265 @@ def _validate(args):
                         ' e.g. --config=configs/kinetics400_s3dg.py')
   if args.command == 'stop' and args.queued:
     raise LaunchError(_NO_QUEUED_STOP)
+  if args.command in ('run', 'up'):
+    check_shipped(dependencies(args.config, args.extra))
+  if _ships(args):
+    check_clean(args.allow_dirty, args.dry_run)
+
+
+def _ships(args) -> bool:
+  """Whether the command archives HEAD (a restart may recreate the VM)."""
+  return 'copy' in STAGES[args.command] or (args.command == 'run' and
+                                            args.restart > 0)
 
 
 _NO_QUEUED_STOP = ('a queued resource cannot be stopped, only deleted: run '
                    'python launch/tpu_vm.py delete --queued (checkpoints in the '
                    'bucket are kept)')
+
+
+# ------------------------------------------------------------ What ships.
+#
+# The TPU VMs get `git archive HEAD` (`copy`), nothing else of this machine.
+# A file the run reads that HEAD lacks, or has in another version, is a
+# training run on the wrong input that nobody sees: each must be committed
+# and unchanged. Dry runs check the same way.
+
+# Config keys naming a file the training reads, set after `--` as
+# `--config.KEY=PATH` or in a config file (`config.init_from = '...'`).
+PATH_KEYS = ('init_from', 'data.class_names_file')
+_REMOTE_ROOT = '~/vidjax'
+_WHY = {
+    'untracked': 'is untracked: git archive HEAD does not ship it; commit it',
+    'staged': 'is staged but not committed: git archive HEAD does not ship '
+              'it; commit it',
+    'modified': 'has uncommitted changes: the TPU VMs would run the committed '
+                'version; commit them',
+    'ignored': 'is ignored by git (.gitignore): git archive HEAD does not '
+               'ship it; commit it (git add -f) or put it in the bucket',
+    'missing': 'is not in the repository at HEAD',
+    'export-ignore': 'is marked export-ignore (.gitattributes): git archive '
+                     'leaves it out',
+    'outside': 'is outside the repository: the TPU VMs get only git HEAD of '
+               'this checkout; put it in the bucket (gs://...)',
+    'absolute': f'is an absolute path, which the TPU VMs do not have (they '
+                f'unpack the repository at {_REMOTE_ROOT}): give it relative '
+                'to the repository root',
+}
+
+
+def _git(*args) -> str:
+  try:
+    done = subprocess.run(['git', '-C', ROOT, *args], capture_output=True,
+                          text=True, check=False)
+  except FileNotFoundError:
+    raise LaunchError('git not found on PATH; install git (the TPU VMs get '
+                      'this checkout through git archive)') from None
+  if done.returncode:
+    first = (done.stderr.strip().splitlines() or ['failed'])[-1]
+    raise LaunchError(f'git {args[0]} in {ROOT} failed: {first} (the TPU VMs '
+                      'get this checkout through git archive HEAD)')
+  return done.stdout
+
+
+def _config_imports(path: str) -> list[str]:
+  """Repo-relative files of the `configs` modules a config file imports."""
+  try:
+    with open(os.path.join(ROOT, path), encoding='utf-8') as f:
+      tree = ast.parse(f.read(), path)
+  except (OSError, SyntaxError, ValueError):
+    return []  # It fails to load everywhere alike; not a shipping matter.
+  modules = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      modules += [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+      modules += [f'{node.module}.{a.name}' for a in node.names]
+  files = []
+  for module in modules:
+    if module.split('.')[0] != 'configs':
+      continue
+    base = module.replace('.', '/')
+    for candidate in (f'{base}.py', f'{base}/__init__.py'):
+      if os.path.isfile(os.path.join(ROOT, candidate)):
+        files.append(candidate)
+        break
+  return files
+
+
+def _config_paths(path: str) -> list[tuple[str, str]]:
+  """(key, value) of PATH_KEYS set to a string in a config file."""
+  try:
+    with open(os.path.join(ROOT, path), encoding='utf-8') as f:
+      tree = ast.parse(f.read(), path)
+  except (OSError, SyntaxError, ValueError):
+    return []
+  names = {key.rsplit('.', 1)[-1]: key for key in PATH_KEYS}
+  found = []
+  for node in ast.walk(tree):
+    pairs = []
+    if isinstance(node, ast.Assign):
+      pairs = [(t.attr, node.value) for t in node.targets
+               if isinstance(t, ast.Attribute)]
+    elif isinstance(node, ast.keyword) and node.arg:
+      pairs = [(node.arg, node.value)]
+    for name, value in pairs:
+      if (name in names and isinstance(value, ast.Constant) and
+          isinstance(value.value, str) and value.value):
+        found.append((f'config.{names[name]}', value.value))
+  return found
+
+
+def _flag_paths(extra) -> list[tuple[str, str]]:
+  """(key, value) of `--config.KEY=PATH` or `--config.KEY PATH` in extra."""
+  found = []
+  for i, word in enumerate(extra):
+    for key in PATH_KEYS:
+      flag = f'--config.{key}'
+      if word.startswith(flag + '='):
+        found.append((f'config.{key}', word[len(flag) + 1:]))
+      elif word == flag and i + 1 < len(extra):
+        found.append((f'config.{key}', extra[i + 1]))
+  return found
+
+
+def dependencies(config, extra) -> list[tuple[str, str]]:
+  """(label, path) of every local file a run reads: the config, the configs
+  it imports, path-like :ARG values and PATH_KEYS values; local ones only
+  (a gs:// URL is read remotely). `label` names it in an error line."""
+  if not config:
+    return []
+  path, _, arg = config.partition(':')
+  found = [(f'the config file {path}', path)]
+  todo, seen = [path], {path}
+  while todo:
+    current = todo.pop()
+    for module in _config_imports(current):
+      if module not in seen:
+        seen.add(module)
+        todo.append(module)
+        found.append((f'{module}, imported by {current},', module))
+  for source in sorted(seen):
+    found += [(f'{key}={value} (set in {source})', value)
+              for key, value in _config_paths(source)]
+  for item in arg.split(','):
+    value = item.partition('=')[2]
+    if '/' in value:
+      found.append((f'{value} (in --config={config})', value))
+  found += [(f'{key}={value}', value) for key, value in _flag_paths(extra)]
+  return [(label, value) for label, value in found if '://' not in value]
+
+
+def _repo_relative(value: str) -> tuple[str | None, str | None]:
+  """(repo-relative path, None) or (None, why it cannot be shipped)."""
+  expanded = os.path.expanduser(value)
+  full = os.path.normpath(os.path.join(ROOT, expanded))
+  inside = os.path.commonpath([full, ROOT]) == ROOT
+  if not inside:
+    return None, 'outside'
+  if os.path.isabs(expanded):
+    return None, 'absolute'
+  return os.path.relpath(full, ROOT), None
+
+
+def _porcelain(*args) -> list[tuple[str, str]]:
+  """(XY code, path) of each entry of `git status --porcelain=v1 -z`."""
+  entries, words, i = [], _git('status', '--porcelain=v1', '-z',
+                               *args).split('\0'), 0
+  while i < len(words):
+    word = words[i]
+    i += 1
+    if len(word) >= 4:
+      entries.append((word[:2], word[3:]))
+      if word[0] in 'RC':  # A rename's source follows its target.
+        i += 1
+  return entries
+
+
+def _status(paths) -> dict[str, str]:
+  """{path: 'untracked' | 'ignored' | 'staged' | 'modified'}, worst first,
+  for each of `paths` (a directory: any file below it)."""
+  entries = []
+  for code, name in _porcelain('--ignored=matching', '--untracked-files=all',
+                               '--', *paths):
+    kind = {'??': 'untracked', '!!': 'ignored'}.get(code)
+    if kind is None:
+      kind = 'staged' if code == 'A ' else 'modified'
+    entries.append((name, kind))
+  rank = ('untracked', 'ignored', 'staged', 'modified')
+  status = {}
+  for path in paths:
+    # An entry is the path, a file below it, or (ignored or untracked as a
+    # whole) a directory above it: 'workdirs/'.
+    kinds = [k for n, k in entries
+             if n == path or n.startswith(path.rstrip('/') + '/') or
+             (n.endswith('/') and path.startswith(n))]
+    if kinds:
+      status[path] = min(kinds, key=rank.index)
+  return status
+
+
+def check_shipped(named):
+  """Raises LaunchError naming the first of `named` ((label, path) pairs)
+  that git archive HEAD would not ship as it is here."""
+  problems, relative = [], []
+  for label, value in named:
+    path, why = _repo_relative(value)
+    if why:
+      problems.append((label, why))
+    else:
+      relative.append((label, path))
+  if relative:
+    if os.path.realpath(_git('rev-parse', '--show-toplevel').strip()) != (
+        os.path.realpath(ROOT)):
+      raise LaunchError(f'{ROOT} is not the top of a git checkout; the TPU '
+                        'VMs get the code through git archive HEAD')
+    paths = [p for _, p in relative]
+    status = _status(paths)
+    at_head = set(_git('ls-tree', '-r', '--name-only', '-z', 'HEAD', '--',
+                       *paths).split('\0'))
+    attributes = _git('check-attr', '-z', 'export-ignore', '--',
+                      *paths).split('\0')
+    excluded = {attributes[i] for i in range(0, len(attributes) - 2, 3)
+                if attributes[i + 2] == 'set'}
+    for label, path in relative:
+      shipped = path in at_head or any(
+          f.startswith(path + '/') for f in at_head)
+      why = status.get(path) or ('export-ignore' if path in excluded else
+                                 None if shipped else 'missing')
+      if why:
+        problems.append((label, why))
+  if problems:
+    label, why = problems[0]
+    more = len(problems) - 1
+    more = f' ({more} more such file{"s" * (more > 1)})' if more else ''
+    raise LaunchError(f'{label} {_WHY[why]}{more}')
+
+
+def tracked_changes() -> list[str]:
+  """Tracked files whose work-tree or staged version differs from HEAD."""
+  return [name for _, name in _porcelain('--untracked-files=no')]
+
+
+def check_clean(allow_dirty: bool, dry_run: bool = False):
+  """A shipping command refuses a dirty tree unless told: the VMs would run
+  HEAD, not what is here. Allowed, a real run says so."""
+  changed = tracked_changes()
+  if not changed:
+    return
+  shown = ', '.join(changed[:3]) + (', ...' if len(changed) > 3 else '')
+  if allow_dirty:
+    if dry_run:  # Prints the commands only: nothing is shipped.
+      return
+    _note(f'--allow-dirty: shipping git HEAD without the uncommitted changes '
+          f'to {len(changed)} tracked file{"s" * (len(changed) > 1)} '
+          f'({shown})')
+    return
+  raise LaunchError(
+      f'{len(changed)} tracked file{"s" * (len(changed) > 1)} '
+      f'{"have" if len(changed) > 1 else "has"} uncommitted changes '
+      f'({shown}): the TPU VMs get git HEAD without them; commit or stash '
+      'them, or pass --allow-dirty to ship HEAD anyway')
 
 
 # ------------------------------------------------------------ Commands.

@@ -240,3 +240,35 @@ def test_describe_config_load_errors():
   error = VidjaxError('labels.csv: cannot read')
   error.__cause__ = missing
   assert cli.describe(error) == 'labels.csv: cannot read'
+
+
+# ---------------------------------------------------------------------------
+# The environment's faults: one line naming the path and the errno text.
+
+def test_os_errors_are_one_line_naming_the_path(capsys):
+  def main(argv):
+    raise OSError(28, 'No space left on device', '/data/out/report.json')
+  with pytest.raises(SystemExit) as exit_info:
+    run_in_process(main)
+  assert exit_info.value.code == 1
+  assert capsys.readouterr().err.splitlines() == [
+      'vidjax: error: /data/out/report.json: No space left on device']
+  with pytest.raises(OSError):
+    run_in_process(main, '--verbose')
+
+
+def test_full_standard_output_is_one_line():
+  # `> file` on a full disk: /dev/full fails every write with ENOSPC.
+  if not os.path.exists('/dev/full'):
+    pytest.skip('needs /dev/full')
+  with open('/dev/full', 'w') as full:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'vidjax.tools.profile', '--model=s3dg',
+         '--frames=8', '--size=64', '--num_classes=13', '--nocompile'],
+        cwd=REPO, env=env, stdout=full, stderr=subprocess.PIPE, text=True,
+        timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.splitlines() == [
+      'vidjax: error: cannot write the standard output: No space left on '
+      'device'], proc.stderr

@@ -17,10 +17,13 @@ A command line defines its absl flags and a `main(argv)`, then
   * a flag error, a config file that cannot load (`load_config`), a
     `VidjaxError` or an `app.UsageError` prints one line,
     `vidjax: error: <message>`, and exits non-zero: 1, or the error's
-    `exit_code` (a preempted run: 75). `--verbose`, defined for every
-    command, shows the traceback instead.
+    `exit_code` (a preempted run: 75); so does an OSError (a full disk, a
+    read-only or unwritable path: `describe_os_error`). `--verbose`,
+    defined for every command, shows the traceback instead.
 """
 from collections.abc import Callable, Sequence
+import contextlib
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -75,6 +78,50 @@ def describe(error: BaseException) -> str:
     message = f"unknown config key '{key.strip(chr(34) + chr(39))}'"
     return f'{message}; {" ".join(hint.split())}' if hint else message
   return ' '.join(str(cause).split()) or type(cause).__name__
+
+
+STDOUT = '<standard output>'
+
+
+def describe_os_error(error: OSError) -> str:
+  """The one line for an OSError that reached `run`: its path and errno
+  text. The standard output's own (print under `> file` on a full disk)
+  is then dropped: Python would report it again when it flushes at exit."""
+  text = error.strerror or str(error) or type(error).__name__
+  if error.filename == STDOUT:
+    with contextlib.suppress(OSError, ValueError):
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return f'cannot write the standard output: {text}'
+  names = [str(n) for n in (error.filename, error.filename2) if n is not None]
+  return f'{" -> ".join(names)}: {text}' if names else text
+
+
+class _NamedStdout:
+  """sys.stdout, whose failures name it (`describe_os_error`): print's own
+  OSError carries no file name."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+  def _call(self, method, *args):
+    try:
+      return method(*args)
+    except OSError as e:
+      if e.filename is not None:
+        raise
+      raise type(e)(e.errno, e.strerror, STDOUT) from e
+
+  def write(self, text):
+    return self._call(self._stream.write, text)
+
+  def writelines(self, lines):
+    return self._call(self._stream.writelines, lines)
+
+  def flush(self):
+    return self._call(self._stream.flush)
 
 
 def load_config(holder):
@@ -142,6 +189,8 @@ def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
     log_level: absl's verbosity (absl.app.run would say INFO).
   """
   applied = platform.start_up(cpu_xla_flags)
+  if not isinstance(sys.stdout, _NamedStdout):
+    sys.stdout = _NamedStdout(sys.stdout)
   argv = list(sys.argv if argv is None else argv)
   fv = flags.FLAGS if flag_values is None else flag_values
   module = sys.argv[0] if main.__module__ == '__main__' else main.__module__
@@ -165,11 +214,17 @@ def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
       logging.warning('vidjax: XLA_FLAGS unset; using the measured CPU flags '
                       '%s (set XLA_FLAGS to choose your own)', cpu_xla_flags)
     try:
-      return main(args)
+      result = main(args)
+      sys.stdout.flush()  # A full disk under `> file` shows here, not at exit.
+      return result
     except (VidjaxError, app.UsageError) as e:
       if fv['verbose'].value:  # Parsed: main runs after the flags.
         raise
       exit_with_error(describe(e), getattr(e, 'exit_code', 1))
+    except OSError as e:  # The environment's: a full disk, read-only, ...
+      if fv['verbose'].value:
+        raise
+      exit_with_error(describe_os_error(e))
 
   if fv is flags.FLAGS:  # absl's logging and debugging flags; exits.
     app.run(main_with_errors, argv, flags_parser=parse)

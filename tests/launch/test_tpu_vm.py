@@ -59,6 +59,13 @@ DELETE_QUEUED = GCLOUD + ['queued-resources', 'delete', 'vidjax', *WHERE,
                           '--force', '--quiet']
 
 
+@pytest.fixture(autouse=True)
+def clean_tree(monkeypatch):
+  """This checkout's own edits must not fail these tests: a dirty tree is
+  tested on a repository of its own (test_shipped.py)."""
+  monkeypatch.setattr(tpu_vm, 'tracked_changes', lambda: [])
+
+
 def plan(*argv, environ=None):
   return tpu_vm.plan(tpu_vm.parse_args(list(argv), environ or {}))
 
@@ -117,7 +124,8 @@ def error_line(capsys):
 def test_up_dry_run_as_a_script_prints_every_command():
   result = subprocess.run(
       [sys.executable, str(SCRIPT), 'up', *BASE, *SLICE, *TRAIN, '--spot',
-       '--restart=5', '--dry-run', '--', '--config.batch_size=32',
+       '--restart=5', '--dry-run', '--allow-dirty', '--',
+       '--config.batch_size=32',
        '--config.note=two words'],
       capture_output=True, text=True, cwd=ROOT, env=clean_env(), timeout=30,
       check=False)
@@ -362,7 +370,7 @@ def test_real_runner_with_a_stub_gcloud(tmp_path):
   try:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), 'up', *BASE, *SLICE, *TRAIN,
-         f'--name={name}'],
+         f'--name={name}', '--allow-dirty'],
         capture_output=True, text=True, cwd=tmp_path, timeout=30, check=False,
         env=clean_env(PATH=str(bin_dir)))
     assert tarball.stat().st_size > 0

@@ -17,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vidjax.convert import mapping
+from vidjax.convert import output
 from vidjax.convert.inflate import inflate_googlenet
 from vidjax.convert import timesformer
 from vidjax.convert import torch_resnet
@@ -43,8 +44,8 @@ _CONVERTERS.update(timesformer.converters())
 # Training scripts often save {'model': state_dict, 'optimizer': ...}.
 _NESTED_KEYS = ('state_dict', 'model')
 _DATA_PARALLEL_PREFIX = 'module.'
-VARIABLES_DIR = 'variables'
-METADATA_FILE = 'vidjax_model.json'
+VARIABLES_DIR = output.VARIABLES_DIR
+METADATA_FILE = output.METADATA_FILE
 
 
 def convertible_models() -> list[str]:
@@ -162,26 +163,26 @@ def save_converted(directory: str, name: str, num_classes: int,
                    overwrite: bool = False) -> str:
   """Writes DIR/variables (orbax) and DIR/vidjax_model.json; returns DIR.
 
+  All at once or not at all (`vidjax.convert.output`): with `overwrite`, an
+  existing conversion in DIR is replaced only once the new one is complete,
+  and kept as it was if writing fails. A DIR holding anything else is never
+  replaced.
+
   `options`: model attributes the weights need beyond `name`'s defaults
   (`model_options`); `converted_options` reads them back.
   """
-  directory = os.path.abspath(directory)
-  target = os.path.join(directory, VARIABLES_DIR)
-  if os.path.exists(target) and not overwrite:
-    raise VidjaxError(f'{target} already exists (pass --overwrite to '
-                      'replace it)')
-  try:
-    os.makedirs(directory, exist_ok=True)
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(target, variables, force=overwrite)
+
+  def write(tmp: str):
+    with output.quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(os.path.join(tmp, VARIABLES_DIR), variables)
       checkpointer.wait_until_finished()
-    with open(os.path.join(directory, METADATA_FILE), 'w') as f:
+    with open(os.path.join(tmp, METADATA_FILE), 'w') as f:
       json.dump({'model': name, 'num_classes': int(num_classes),
                  'options': dict(options or {})}, f, indent=2)
-  except OSError as e:
-    raise VidjaxError(f'cannot write {directory}: '
-                      f'{e.strerror or e}') from None
-  return directory
+      f.flush()
+      os.fsync(f.fileno())  # On disk before the swap makes it the output.
+
+  return output.write_directory(directory, write, overwrite=overwrite)
 
 
 def converted_options(directory: str) -> dict[str, Any]:
@@ -225,10 +226,18 @@ def restore_converted(directory: str) -> tuple[str, int, dict]:
     raise VidjaxError(f'not a converted vidjax checkpoint: cannot read '
                       f'{meta_path}: {e}') from None
   target = os.path.join(directory, VARIABLES_DIR)
-  with ocp.StandardCheckpointer() as checkpointer:
-    # `save_converted` writes numpy arrays, and orbax restores them as numpy
-    # without a template: on the host, with no device placement to choose.
-    variables = checkpointer.restore(target)
+  try:
+    with output.quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
+      # `save_converted` writes numpy arrays, and orbax restores them as
+      # numpy without a template: on the host, with no device placement to
+      # choose.
+      variables = checkpointer.restore(target)
+  except Exception as e:  # pylint: disable=broad-except
+    # Missing, truncated or foreign files: orbax and tensorstore raise
+    # whatever their layer meets (FileNotFoundError, ValueError, ...).
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise VidjaxError(f'not a converted vidjax checkpoint: {target} cannot '
+                      f'be read ({type(e).__name__}: {first_line})') from e
   flat = {path: np.asarray(value)
           for path, value in mapping.flatten(variables).items()}
   return name, num_classes, mapping.unflatten(flat)

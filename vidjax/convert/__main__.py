@@ -5,7 +5,15 @@ of {'params', 'batch_stats'}) and DIR/vidjax_model.json (model name and class
 count), which `vidjax.convert.restore_converted(DIR)` reads back. Bad input
 prints one `vidjax: error: ...` line (`--verbose` shows the traceback) and
 exits 1.
+
+DIR is written whole beside itself and swapped in on success: with
+`--overwrite` an existing conversion is replaced only then, and a failed
+write (a full disk) leaves it as it was. DIR must be new, empty or a
+conversion (checked before converting); it never holds nor sits inside the
+source.
 """
+import os
+
 from absl import app
 from absl import flags
 
@@ -21,8 +29,9 @@ _OUT = flags.DEFINE_string('out', None, 'Output directory.')
 _OPTION = flags.DEFINE_multi_string(
     'option', [], 'key=value the checkpoint cannot tell, repeatable (a '
     'TimeSformer state dict: --option=num_heads=12).')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False,
-                               'Replace an existing conversion in --out.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Replace an existing conversion in --out (only once '
+    'the new one is written).')
 flags.mark_flags_as_required(['model', 'torch', 'out'])
 
 
@@ -45,12 +54,37 @@ def parse_options(items) -> dict:
   return options
 
 
+def _inside(path: str, directory: str) -> bool:
+  return os.path.commonpath([path, directory]) == directory
+
+
+def check_paths(source: str, out: str):
+  """The output must neither hold nor sit inside the source: replacing it
+  would delete the source, and writing into a source directory changes what
+  a later conversion of it reads."""
+  source = os.path.realpath(os.path.expanduser(source))
+  out = os.path.realpath(os.path.expanduser(out))
+  if source == out:
+    raise VidjaxError(f'--out={out} is the source --torch; write the '
+                      'conversion elsewhere')
+  if _inside(source, out):
+    raise VidjaxError(f'--out={out} holds the source --torch={source}; write '
+                      'the conversion elsewhere')
+  if os.path.isdir(source) and _inside(out, source):
+    raise VidjaxError(f'--out={out} is inside the source directory '
+                      f'--torch={source}; write the conversion elsewhere')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   # Imported here so that flag errors answer before JAX loads.
   from vidjax import convert  # pylint: disable=g-import-not-at-top
 
+  # Before converting, which may take minutes: an output that cannot be
+  # written (or replaced) is known now.
+  check_paths(_TORCH.value, _OUT.value)
+  convert.output.check_output(os.path.abspath(_OUT.value), _OVERWRITE.value)
   model, variables = convert.load_torch(_MODEL.value, _TORCH.value,
                                         **parse_options(_OPTION.value))
   out = convert.save_converted(

@@ -52,6 +52,7 @@ from vidjax import cli
 from vidjax import config as config_lib
 from vidjax.errors import VidjaxError
 from vidjax.parallel import mesh as mesh_lib
+from vidjax.tools import files
 from vidjax.tools.aot.compiling import compile_step
 from vidjax.tools.aot.compiling import find_max_batch
 from vidjax.tools.aot.report import format_report
@@ -126,6 +127,9 @@ def main(argv):
   f = _FLAGS
   if f is None:
     raise RuntimeError('run() defines the flags: python -m vidjax.tools.aot')
+  # Before compiling, which takes minutes: outputs that cannot be written.
+  json_path, hlo_path = (f[flag].value and files.check_writable(
+      f[flag].value, flag) for flag in ('json', 'hlo'))
   topology = load_topology(f['topology'].value, f['num_slices'].value)
   config = cli.load_config(f['config'])
   config_lib.validate(config)
@@ -166,29 +170,27 @@ def main(argv):
       for lowering in lowerings:
         report = compile_step(config, topology,
                               batch_size=f['batch_size'].value,
-                              lowering=lowering, keep_hlo=bool(f['hlo'].value),
+                              lowering=lowering, keep_hlo=bool(hlo_path),
                               **options)
-        if f['hlo'].value and report.hlo is not None:
-          path = f['hlo'].value + (f'.{report.lowering}'
+        if hlo_path and report.hlo is not None:
+          path = hlo_path + (f'.{report.lowering}'
                                    if len(lowerings) > 1 else '')
-          with open(path, 'w') as out:
-            out.write(report.hlo)
+          files.write_text(path, report.hlo)
           report.hlo = None
           print(f'HLO: {path}')
         reports.append(report)
   except ValueError as e:  # A mesh or batch the topology cannot take.
     raise VidjaxError(str(e)) from e
   print(format_report(reports))
-  if f['json'].value:
-    with open(f['json'].value, 'w') as out:
-      if searches:
-        data = [{'best': report_dict(best) if best else None,
-                 'probes': [report_dict(p) for p in probes]}
-                for best, probes in searches]
-      else:
-        data = [report_dict(r) for r in reports]
-      json.dump(data, out, indent=2)
-    print(f'JSON: {f["json"].value}')
+  if json_path:
+    if searches:
+      data = [{'best': report_dict(best) if best else None,
+               'probes': [report_dict(p) for p in probes]}
+              for best, probes in searches]
+    else:
+      data = [report_dict(r) for r in reports]
+    files.write_text(json_path, json.dumps(data, indent=2))
+    print(f'JSON: {json_path}')
 
 
 def run():
