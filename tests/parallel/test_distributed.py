@@ -3,8 +3,9 @@
 The roll call (vidjax/parallel/distributed.py) is plain sockets, so its
 cases run here in threads, in a second or two each: a late coordinator,
 a process that never comes, two processes with one id, disagreeing
---num_processes, a port already taken. The runs with real training are in
-test_multihost.py.
+--num_processes, a port already taken. Then two small real processes
+(tests/parallel/gather_forever.py), one killed mid-run. The runs with real
+training are in test_multihost.py.
 """
 import os
 import socket
@@ -208,3 +209,44 @@ def test_a_peer_that_leaves_is_missing_again():
   host.join(10)
   assert host.error == ('processes 1, 2 of 3 did not start within 3 s '
                         '(--peer_timeout_s); this is process 0')
+
+
+# ------------------------------------------------------------ Lost peer.
+
+
+def test_a_peer_that_dies_mid_run_ends_the_other_in_one_line(tmp_path):
+  """Process 1 SIGKILLed between collectives: process 0 fails its next
+  all-gather (gloo: connection closed) and says so in one line at once,
+  rather than a traceback and then JAX's shutdown waiting for the dead.
+  """
+  port = free_port()
+  script = os.path.join(REPO, 'tests', 'parallel', 'gather_forever.py')
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  procs = []
+  for process_id in (0, 1):
+    out = open(tmp_path / f'{process_id}.out', 'w+')
+    procs.append(subprocess.Popen(
+        [sys.executable, script, str(port), '2', str(process_id)], cwd=REPO,
+        env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+    procs[-1].out = out
+  deadline = time.monotonic() + 180
+  while 'gathered 3\n' not in (tmp_path / '1.out').read_text():
+    assert time.monotonic() < deadline and procs[1].poll() is None, (
+        (tmp_path / '1.out').read_text())
+    time.sleep(0.2)
+  procs[1].kill()
+  killed = time.monotonic()
+  rc = procs[0].wait(timeout=120)
+  seconds = time.monotonic() - killed
+  text = (tmp_path / '0.out').read_text()
+  lines = text.strip().splitlines()
+  assert rc == 1, text
+  assert 'Traceback' not in text, text
+  assert [l for l in lines if l.startswith('vidjax: error:')] == lines[-1:]
+  assert lines[-1].startswith(
+      'vidjax: error: lost contact with another of the 2 processes (it '
+      'stopped or died; its own log says why); this is process 0. JAX said: '
+      'UNKNOWN: Gloo AllGather failed: '), lines[-1]
+  assert seconds < 45, seconds  # gloo's 30 s at most; not JAX's 300 s.
+  for p in procs:
+    p.out.close()

@@ -36,6 +36,15 @@ processes and the timeout ("vidjax: error: process 1 of 2 did not start
 within 600 s (--peer_timeout_s); this is process 0") and exit 1; a process
 that arrives at a barrier the others gave up on says so instead of hanging.
 
+A process that dies or stops mid-run (killed, out of memory, Ctrl-C on
+one host) makes the others' next gloo collective fail ("Connection closed
+by peer", or gloo's 30 s); they used to print a traceback and then wait in
+JAX's shutdown (300 s) for the dead process. `start` installs an absl
+exception handler (`_LostPeer`) that says one line instead and exits at
+once. When the dead process is process 0, JAX's own error poller may abort
+the survivors first (an `F... client.h:80` line): JAX 0.10.2's
+`jax.distributed.initialize` takes no callback to replace it.
+
 The timeout is a flag, not a config key: the start-up waits before any
 config is loaded (and on a pod, the config file may be what a slow host is
 still fetching).
@@ -49,6 +58,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+
+from absl import app
 
 from vidjax.errors import VidjaxError
 
@@ -122,13 +133,13 @@ class _Progress:
   def __init__(self, me: int, num_processes: int, what: str,
                timeout_s: float):
     self._me, self._n, self._what = me, num_processes, what
-    self._timeout_s = timeout_s
+    self.timeout_s = timeout_s
     self._start = time.monotonic()
     self._next = self._start + PROGRESS_EVERY_S
 
   @property
   def deadline(self) -> float:
-    return self._start + self._timeout_s
+    return self._start + self.timeout_s
 
   def __call__(self, missing: Sequence[int], detail: str = ''):
     now = time.monotonic()
@@ -137,7 +148,7 @@ class _Progress:
     self._next = now + PROGRESS_EVERY_S
     print(f'vidjax: process {self._me} waiting for {_names(missing)} of '
           f'{self._n} to {self._what}{detail} ({now - self._start:.0f} s of '
-          f'{self._timeout_s:g} s)', file=sys.stderr, flush=True)
+          f'{self.timeout_s:g} s)', file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------- Roll call.
@@ -281,7 +292,7 @@ def _await_go(conn, progress, num_processes, process_id) -> bool | None:
   while True:
     if time.monotonic() > progress.deadline:
       raise _missing_error(missing, num_processes, 'start',
-                           progress._timeout_s, process_id)
+                           progress.timeout_s, process_id)
     progress(missing)
     try:
       data = conn.recv(4096)
@@ -367,12 +378,53 @@ def start(coordinator: str | None, num_processes: int | None,
   # Registered after JAX's, so it runs before the client's destructor
   # (atexit is last-in, first-out; destructors come after).
   atexit.register(_exit_now_if_gave_up)
+  if num_processes > 1:
+    app.install_exception_handler(_LostPeer(process_id, num_processes))
 
 
 def _exit_now_if_gave_up():
   if _gave_up:
     sys.stdout.flush()
     sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
+
+
+class _LostPeer(app.ExceptionHandler):
+  """absl's handler for a collective that failed because a peer is gone.
+
+  A process that dies or stops mid-run (killed, out of memory, Ctrl-C)
+  leaves the others in a gloo collective, which fails when the connection
+  closes or after gloo's 30 s; JAX raises its runtime error, a traceback,
+  and then JAX's shutdown would wait 300 s for the dead process. This says
+  one line instead and exits at once (with --verbose, after the
+  traceback).
+  """
+
+  _SIGNS = ('gloo', 'coordinationservice', 'connection closed by peer',
+            'heartbeat')
+
+  def __init__(self, process_id: int, num_processes: int):
+    self._me, self._n = process_id, num_processes
+
+  def wants(self, error: BaseException) -> bool:
+    # JAX raises a ValueError for a failed gloo collective ("UNKNOWN: Gloo
+    # AllGather failed: ... Connection closed by peer"), a JaxRuntimeError
+    # (a RuntimeError) for the coordination service.
+    text = str(error).lower()
+    return (isinstance(error, (RuntimeError, ValueError))
+            and any(sign in text for sign in self._SIGNS))
+
+  def handle(self, error: BaseException):
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if 'verbose' in flags.FLAGS and flags.FLAGS['verbose'].value:
+      import traceback  # pylint: disable=g-import-not-at-top
+      traceback.print_exception(error)
+    first = ' '.join(str(error).strip().splitlines()[0].split())[:300]
+    print(f'vidjax: error: lost contact with another of the {self._n} '
+          'processes (it stopped or died; its own log says why); this is '
+          f'process {self._me}. JAX said: {first}', file=sys.stderr,
+          flush=True)
+    sys.stdout.flush()
     os._exit(1)  # pylint: disable=protected-access
 
 
