@@ -13,7 +13,7 @@ from ml_collections import config_flags
 from vidjax import cli
 from vidjax import config as config_lib
 from vidjax import platform
-from vidjax.errors import VidjaxError
+from vidjax.parallel import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py), optionally '
@@ -22,7 +22,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Directory for checkpoints, logs and results.')
 # Multi-process runs. TPU VMs need none of these: jax.distributed.initialize()
 # finds the other hosts itself. Elsewhere (CPU or GPU clusters, tests) name
-# the coordinator and this process.
+# the coordinator and this process. vidjax/parallel/distributed.py says how
+# the processes wait for each other.
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0 for '
     'jax.distributed.initialize (not needed on TPU VMs).')
@@ -30,12 +31,20 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'This process, 0 … num_processes-1.')
+# A flag, not a config key: the processes wait for each other before the
+# config is loaded.
+_PEER_TIMEOUT = flags.DEFINE_float(
+    'peer_timeout_s', distributed.DEFAULT_TIMEOUT_S,
+    'Seconds a process waits for the others, at start-up and before the '
+    'first step, printing which are missing; then it ends with an error.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  distributed.check_flags(_COORDINATOR.value, _NUM_PROCESSES.value,
+                          _PROCESS_ID.value, _PEER_TIMEOUT.value)
   # Imported here so that flag errors answer before TF and JAX load.
   from vidjax.train import trainer  # pylint: disable=g-import-not-at-top
 
@@ -54,19 +63,10 @@ def main(argv):
 
 
 def initialize_distributed():
-  """jax.distributed.initialize for multi-process runs (see the flags)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if _COORDINATOR.value:
-    if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
-      raise VidjaxError('--coordinator_address needs --num_processes and '
-                        '--process_id')
-    if not platform.tpu_attached():
-      # Collectives across CPU processes.
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                               _PROCESS_ID.value)
-  elif platform.tpu_attached():
-    jax.distributed.initialize()
+  """Starts a multi-process run once every process has come (the flags)."""
+  distributed.start(_COORDINATOR.value, _NUM_PROCESSES.value,
+                    _PROCESS_ID.value, _PEER_TIMEOUT.value,
+                    tpu=platform.tpu_attached())
 
 
 def run():

@@ -9,7 +9,13 @@ The same tiny S3D-G run (mesh data 4 × time 2, two input shards):
     step, save collectively, exit 75, and the rerun ends bit-identical to
     the uninterrupted two-process run;
   * one process SIGKILLed right after a checkpoint, then rerun:
-    bit-identical to the uninterrupted one-process run.
+    bit-identical to the uninterrupted one-process run;
+  * two processes, one of them 60 s late before its first step (a slow
+    restore, tests/parallel/late_host.py): the other waits at the barrier
+    before the first step, saying so, and the run ends bit-identical to
+    the uninterrupted two-process run;
+  * one process of two, alone (either one): one `vidjax: error:` line
+    naming the missing process, within --peer_timeout_s.
 """
 import atexit
 import os
@@ -19,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import jax
@@ -101,11 +108,19 @@ def env(devices: int, processes: int) -> dict:
   return e
 
 
-def start(data_dir, workdir, process_id=None, port=None):
-  argv = [sys.executable, '-m', 'vidjax.main', *flags(data_dir, workdir)]
+def start(data_dir, workdir, process_id=None, port=None, *, late_s=None,
+          peer_timeout_s=None):
+  """vidjax.main on `config(data_dir)`; `late_s`: restores that late."""
+  argv = [sys.executable,
+          *(['-m', 'vidjax.main'] if late_s is None else
+            [os.path.join(REPO, 'tests', 'parallel', 'late_host.py'),
+             str(late_s)]),
+          *flags(data_dir, workdir)]
   if process_id is not None:
     argv += [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
              f'--process_id={process_id}']
+  if peer_timeout_s is not None:
+    argv.append(f'--peer_timeout_s={peer_timeout_s}')
   # stderr to a file: a full pipe would block the process mid-run.
   err = open(f'{workdir}.{process_id}.{time.monotonic_ns()}.err', 'w+')
   proc = subprocess.Popen(argv, cwd=REPO,
@@ -246,3 +261,83 @@ def test_sigkill_after_a_checkpoint_resumes_exactly(data_dir, reference,
   assert f'Resuming from checkpoint at step {saved[-1]}' in stdout
   assert_same_state(restored(str(workdir), TOTAL_STEPS),
                     reference[TOTAL_STEPS])
+
+
+LATE_S = 60
+ALONE_TIMEOUT_S = 20
+
+
+@pytest.fixture(scope='module')
+def alone(data_dir, tmp_path_factory):
+  """Process 0 and process 1 of two, each started without the other (on
+  different ports), with --peer_timeout_s=ALONE_TIMEOUT_S. Started by the
+  late-host test too, so that they wait while it runs."""
+  procs = {}
+  for process_id in (0, 1):
+    workdir = tmp_path_factory.mktemp(f'alone{process_id}') / 'wd'
+    port = free_port()
+    proc = start(data_dir, workdir, process_id, port,
+                 peer_timeout_s=ALONE_TIMEOUT_S)
+    proc.port = port
+    proc.started = time.monotonic()
+    # When it ended, not when a test got round to collecting it.
+    proc.watcher = threading.Thread(target=_note_the_end, args=(proc,),
+                                    daemon=True)
+    proc.watcher.start()
+    procs[process_id] = proc
+  return procs
+
+
+def _note_the_end(proc):
+  proc.wait()
+  proc.ended = time.monotonic()
+
+
+def test_a_late_host_trains_to_the_same_parameters(data_dir, two_processes,
+                                                   alone, tmp_path):
+  del alone  # Started: it waits out its timeout beside this run.
+  workdir = tmp_path / 'late'
+  port = free_port()
+  results = wait_all([start(data_dir, workdir, 0, port),
+                      start(data_dir, workdir, 1, port, late_s=LATE_S)])
+  assert [r[0] for r in results] == [0, 0], results
+  # Process 0 waited for 1 (gloo alone would have given up after 30 s),
+  # and said so while it waited.
+  assert ('vidjax: process 0 waiting for process 1 of 2 to reach the first '
+          'step (') in results[0][2], results[0][2]
+  final = two_processes[TOTAL_STEPS]
+  assert_same_state(restored(str(workdir), TOTAL_STEPS, like=final), final)
+
+
+@pytest.mark.parametrize('process_id', [0, 1])
+def test_a_host_that_never_comes_ends_in_one_line(alone, process_id):
+  proc = alone[process_id]
+  rc, stdout, stderr = wait_all([proc])[0]
+  proc.watcher.join()
+  seconds = proc.ended - proc.started
+  assert rc == 1, (stdout, stderr)
+  assert 'Traceback' not in stderr, stderr
+  other = 1 - process_id
+  expected = (f'vidjax: error: process {other} of 2 did not start within '
+              f'{ALONE_TIMEOUT_S} s (--peer_timeout_s); this is process '
+              f'{process_id}')
+  errors = [l for l in stderr.splitlines() if l.startswith('vidjax: error:')]
+  assert len(errors) == 1 and errors[0] == stderr.strip().splitlines()[-1]
+  last = errors[0]
+  if process_id == 1:  # What it last heard from the coordinator's address.
+    assert last == (f'{expected}; the coordinator 127.0.0.1:'
+                    f'{proc.port}: Connection refused'), last
+  else:
+    assert last == expected, last
+  # While it waited, it said whom it waited for, and how long it had
+  # waited by its own clock, which starts after the imports.
+  waits = [line for line in stderr.splitlines() if line.startswith(
+      f'vidjax: process {process_id} waiting for process {other} of 2 to '
+      'start')]
+  assert waits, stderr
+  assert all(line.endswith(f' s of {ALONE_TIMEOUT_S} s)') for line in waits)
+  waited = [int(line.rsplit('(', 1)[1].split()[0]) for line in waits]
+  assert max(waited) <= ALONE_TIMEOUT_S, waits
+  # From the Popen: the imports (seconds; a minute on a busy machine),
+  # then the timeout; not JAX's 300 s, nor forever.
+  assert seconds < ALONE_TIMEOUT_S + 120, seconds

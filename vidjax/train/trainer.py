@@ -13,7 +13,6 @@ import jax
 import ml_collections
 from absl import logging
 from clu import metric_writers
-from jax.experimental import multihost_utils
 
 from vidjax import config as config_lib
 from vidjax.data import input_shards
@@ -22,6 +21,7 @@ from vidjax.data import preflight
 from vidjax.data import sources
 from vidjax.errors import VidjaxError
 from vidjax.models import complexity
+from vidjax.parallel import distributed
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.train import checkpoint, evaluate, report
 from vidjax.train import init_from as init_from_lib
@@ -106,7 +106,7 @@ def prepare_data(data_config):
   if jax.process_index() == 0 and sources.prepare(data_config):
     print(f'Rendered {data_config.name} (once, by process 0)', flush=True)
   if renders and jax.process_count() > 1:
-    multihost_utils.sync_global_devices('vidjax: dataset rendered')
+    distributed.barrier('dataset rendered', 'render the dataset')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -176,6 +176,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             flush=True)
 
   # -------------------------------------------------------------- Loop.
+  setup.train_step = distributed.meet_before_first_call(
+      setup.train_step, 'reach the first step')
   stop = preemption.StopSignal()
   history, interval = [], []
   progress = progress_lib.TrainProgress(
