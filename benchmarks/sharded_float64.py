@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
-from numpy.lib.stride_tricks import sliding_window_view  # pylint: disable=wrong-import-position
 
 from configs import demo  # pylint: disable=wrong-import-position
 from vidjax.parallel import mesh as mesh_lib  # pylint: disable=wrong-import-position
@@ -101,7 +100,7 @@ def pool_windows(x, window, strides):
     total = max((-(-n // s) - 1) * s + k - n, 0)
     pads.append((total // 2, total - total // 2))
   x = np.pad(x.astype(np.float64), pads + [(0, 0)], constant_values=-np.inf)
-  w = sliding_window_view(x, window, axis=(1, 2, 3))
+  w = np.lib.stride_tricks.sliding_window_view(x, window, axis=(1, 2, 3))
   w = w[:, ::strides[0], ::strides[1], ::strides[2]]
   return w.reshape(*w.shape[:5], -1)
 
