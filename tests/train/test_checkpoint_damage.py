@@ -295,3 +295,36 @@ def test_storage_errors_are_told_apart_from_bugs():
       "[os_error_code='28']")).endswith('(errno 28)')
   assert checkpoint.storage_error(ValueError('a shape mismatch')) is None
   assert checkpoint.storage_error(OSError(errno.ENOENT, 'gone')) is None
+
+
+def test_a_damaged_best_is_set_aside_and_said(tmp_path):
+  manager = checkpoint.make_best_manager(str(tmp_path), 'val/loss', 'min')
+  checkpoint.save_scored(manager, 10, state_at(10), {'val/loss': 1.0})
+  _empty(tmp_path / 'best' / '10')
+  lines = []
+  state, why = checkpoint.restore_best(manager, 10, ABSTRACT,
+                                       say=lines.append)
+  assert state is None
+  assert why == ('the best checkpoint (step 10) does not restore: its '
+                 'directory is empty')
+  assert lines == ['The best checkpoint at step 10 does not restore: its '
+                   'directory is empty; moved it to '
+                   f'{tmp_path}/{checkpoint.SET_ASIDE}/best-10']
+  assert manager.best_step() is None
+  manager.close()
+
+
+def test_best_checkpoints_after_the_resumed_step_are_set_aside(tmp_path):
+  # After a fall back from 30 to 20, a best of step 30 is from a future
+  # the run no longer has; orbax would keep ranking it.
+  manager = checkpoint.make_best_manager(str(tmp_path), 'val/loss', 'min')
+  checkpoint.save_scored(manager, 30, state_at(30), {'val/loss': 1.0})
+  lines = []
+  checkpoint.set_aside_best_after(manager, 20, say=lines.append)
+  assert manager.all_steps() == [] and manager.best_step() is None
+  assert lines == ['Set aside the best checkpoint at step 30: written after '
+                   'step 20, which this run resumes from; moved it to '
+                   f'{tmp_path}/{checkpoint.SET_ASIDE}/best-30']
+  checkpoint.save_scored(manager, 30, state_at(31), {'val/loss': 2.0})
+  assert manager.best_step() == 30
+  manager.close()

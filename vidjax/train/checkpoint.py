@@ -244,6 +244,10 @@ def set_aside(manager: ocp.CheckpointManager, workdir: str,
     return []
   root = epath.Path(workdir) / SET_ASIDE
   names = [''] * len(steps)
+  if jax.process_count() > 1:
+    # Every process has listed the steps before any is moved, so all lists
+    # (and so all calls here) are the same.
+    multihost_utils.sync_global_devices('vidjax: checkpoints listed')
   if jax.process_index() == 0:
     for i, step in enumerate(steps):
       name, n = f'{prefix}{step}', 0
