@@ -151,7 +151,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 16  # Global: clips per step over all processes.
   config.eval_batch_size = 32  # Views, not videos.
-  config.total_steps = 600  # 0: evaluate the initial model only.
+  # 0: no training, only evaluate a checkpoint in the workdir or init_from's
+  # weights (never a random model: vidjax/train/workdir.py).
+  config.total_steps = 600
   config.label_smoothing = 0.0
   # SGD with momentum, linear warm-up then cosine decay; weight decay skips
   # BN parameters and biases (vidjax/train/optim.py).

@@ -52,14 +52,25 @@ def main(argv):
   config = cli.load_config(_CONFIG)
   config_lib.validate(config)
   results = trainer.train_and_evaluate(config, _WORKDIR.value)
-  print(f'Final {results["split"]} accuracy at step {results["step"]}: '
-        f'top-1 {results["top1"]:.2%}, top-5 {results["top5"]:.2%} on '
-        f'{results["num_examples"]}/{results["num_examples_in_split"]} '
-        'videos.')
+  print(final_message(results))
+
+
+def final_message(results: dict) -> str:
+  """The run's result and the files it left, only those that exist."""
   workdir = results['workdir']
-  print(f'Checkpoints: {workdir}/checkpoints\n'
-        f'TensorBoard logs: {workdir} (tensorboard --logdir {workdir})\n'
-        f'Results: {workdir}/eval_results.json, curves: {workdir}/curves.png')
+  lines = [
+      f'Final {results["split"]} accuracy at step {results["step"]}: '
+      f'top-1 {results["top1"]:.2%}, top-5 {results["top5"]:.2%} on '
+      f'{results["num_examples"]}/{results["num_examples_in_split"]} '
+      'videos.']
+  if results.get('checkpoints'):
+    lines.append(f'Checkpoints: {results["checkpoints"]}')
+  lines.append(f'TensorBoard logs: {workdir} (tensorboard --logdir '
+               f'{workdir})')
+  curves = (f', curves: {results["curves"]}' if results.get('curves')
+            else '')
+  lines.append(f'Results: {workdir}/eval_results.json{curves}')
+  return '\n'.join(lines)
 
 
 def initialize_distributed():

@@ -47,9 +47,8 @@ def tiny_config(data_dir, **overrides):
   return config
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
+# The fixtures data_dir and straight (an uninterrupted 20-step run) are in
+# tests/train/conftest.py, shared with the other trainer tests.
 
 
 def restored_params(workdir, step):
@@ -78,7 +77,8 @@ def test_training_lowers_the_loss_and_writes_results(data_dir, tmp_path):
 
   with jax.enable_x64(True):
     before = trainer.train_and_evaluate(float64_config(0),
-                                        tmp_path / 'untrained')
+                                        tmp_path / 'untrained',
+                                        evaluate_untrained=True)
     after = trainer.train_and_evaluate(float64_config(80),
                                        tmp_path / 'trained')
   # Memorising the 52 training clips: the loss falls and top-1 rises well
@@ -95,14 +95,6 @@ def test_training_lowers_the_loss_and_writes_results(data_dir, tmp_path):
   # TensorBoard event files for the scalars.
   assert any(name.startswith('events.out.tfevents')
              for name in os.listdir(tmp_path / 'trained'))
-
-
-@pytest.fixture(scope='module')
-def straight(data_dir, tmp_path_factory):
-  """The workdir of an uninterrupted 20-step run."""
-  workdir = tmp_path_factory.mktemp('straight')
-  trainer.train_and_evaluate(tiny_config(data_dir, total_steps=20), workdir)
-  return workdir
 
 
 def test_preempted_run_resumes_with_the_same_parameters(data_dir, tmp_path,
@@ -133,6 +125,13 @@ def test_preempted_run_resumes_with_the_same_parameters(data_dir, tmp_path,
   a, b = restored_params(straight, 20), restored_params(preempted, 20)
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, params_at_7, b)))
+  # And the same curves: steps 6-7, summed before the preemption, are in the
+  # report of step 10 (history.json's pending interval).
+  assert history_entries(preempted) == history_entries(straight)
+
+
+def history_entries(workdir):
+  return json.loads((workdir / 'history.json').read_text())['entries']
 
 
 def _save_pretrained(directory, model_name, num_classes, config):
@@ -283,5 +282,5 @@ def test_a_run_renders_the_embedded_dataset_once(tmp_path, monkeypatch):
   fresh = tmp_path / 'tfds'
   for run in ('first', 'second'):
     trainer.train_and_evaluate(tiny_config(fresh, total_steps=0),
-                               tmp_path / run)
+                               tmp_path / run, evaluate_untrained=True)
   assert len(writes) == 1, writes

@@ -37,6 +37,10 @@ class PeriodicEval:
   def due(self, step: int) -> bool:
     return bool(self.every) and step % self.every == 0
 
+  def runs_between(self, start: int, end: int) -> bool:
+    """A validation is due at some step in start+1 .. end."""
+    return bool(self.every) and end // self.every > start // self.every
+
   def scalars(self, results: dict) -> dict:
     """config.VAL_METRICS (and the skip counts) of `results`."""
     out = {f'val/{k}': float(results[k]) for k in

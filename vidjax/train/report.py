@@ -1,11 +1,12 @@
 """Training curves as a PNG, for people who would rather look than read."""
 import io
 
-from etils import epath
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+from vidjax.train import workdir  # pylint: disable=g-import-not-at-top
 
 
 def _series(history: list[dict], key: str) -> tuple[list, list]:
@@ -27,8 +28,8 @@ def plot_curves(history: list[dict], path: str):
   for ax in (ax_loss, ax_acc):
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  # Through epath: the workdir may be a gs:// URL.
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png', dpi=100)
   plt.close(fig)
-  epath.Path(path).write_bytes(buffer.getvalue())
+  # Whole or not at all, through epath (the workdir may be a gs:// URL).
+  workdir.write_bytes(path, buffer.getvalue())

@@ -4,7 +4,7 @@ config (validated) → workdir → data → model → mesh → eval_shape(init) 
 shardings → jit(init) → resume → jit(train_step, donate) → loop (log,
 checkpoint) → eval.
 """
-import json
+import math
 import os
 import time
 
@@ -24,11 +24,13 @@ from vidjax.models import complexity
 from vidjax.parallel import distributed
 from vidjax.parallel import mesh as mesh_lib
 from vidjax.train import checkpoint, evaluate, report
+from vidjax.train import history as history_lib
 from vidjax.train import init_from as init_from_lib
 from vidjax.train import periodic_eval
 from vidjax.train import preemption
 from vidjax.train import progress as progress_lib
 from vidjax.train import setup as setup_lib
+from vidjax.train import workdir as workdir_lib
 
 
 TrainState = setup_lib.TrainState
@@ -63,17 +65,12 @@ def prepare_workdir(workdir: str) -> str:
   return str(workdir)
 
 
-def write_json(path: str, payload: dict):
-  tmp = epath.Path(f'{path}.tmp')
-  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-  tmp.replace(path)  # Overwrites, unlike rename.
-
-
-def _init_from(config, setup, state) -> TrainState:
+def _init_from(config, setup, state) -> tuple[TrainState, list[str]]:
   """Overlays converted weights (config.init_from) on a fresh state.
 
   The fresh state stays on the devices (only its shapes and the kept-fresh
   head are used) and every loaded array goes straight to its shards.
+  Returns the state and the names of the variables kept fresh.
   """
   fresh = {'params': state.params, 'batch_stats': state.batch_stats}
   merged, kept_fresh = init_from_lib.load(config.init_from,
@@ -94,7 +91,7 @@ def _init_from(config, setup, state) -> TrainState:
                           merged['params'])
   return state.replace(params=merged['params'],
                        batch_stats=merged.get('batch_stats', {}),
-                       opt_state=opt_state)
+                       opt_state=opt_state), kept_fresh
 
 
 def prepare_data(data_config):
@@ -109,13 +106,18 @@ def prepare_data(data_config):
     distributed.barrier('dataset rendered', 'render the dataset')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       evaluate_untrained: bool = False) -> dict:
   """Trains `config`'s model, checkpointing into `workdir`.
+
+  `evaluate_untrained` lets total_steps=0 evaluate a random initialisation
+  (a chance baseline for tests and studies; the command line never does).
 
   Returns:
     The evaluation results (as written to `eval_results.json`) plus
-    'workdir', the absolute path everything was written to.
+    'workdir', the absolute path everything was written to, and the paths
+    of what was written there: 'checkpoints' (None if no checkpoint exists)
+    and 'curves' (None if there was nothing to plot).
   """
   # ----------------------------------------------------------------- Config.
   # vidjax.main validated it at load; library callers get the same checks.
@@ -124,8 +126,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # ---------------------------------------------------------------- Workdir.
   workdir = prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  def tell(line):
+    if is_chief:
+      print(line, flush=True)
+
+  # Before anything is built, and before config.json (the evidence) is
+  # replaced: written once the checkpoint is restored, below.
+  workdir_lib.check_same_model(workdir, config)
+  workdir_lib.check_something_to_evaluate(config, workdir, evaluate_untrained)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=not is_chief, asynchronous=False)
 
@@ -154,9 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # ---------------------------------------------------- Init or resume.
   for step_dir in checkpoint.incomplete_saves(workdir):
-    if is_chief:
-      print(f'Ignoring {step_dir}: a save that was interrupted before it '
-            'completed', flush=True)
+    tell(f'Ignoring {step_dir}: a save that was interrupted before it '
+         'completed')
   manager = checkpoint.make_manager(
       workdir, save_every_steps=config.checkpoint_every_steps,
       keep=config.keep_checkpoints)
@@ -164,30 +172,80 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       workdir, periodic.best_metric, periodic.best_mode)
                   if periodic.best_metric else None)
   with setup.context():
-    start_step, state = checkpoint.restore_latest(manager,
-                                                  setup.abstract_state)
-    if state is None:
+    # Falls back past damaged steps, saying which; another model's or
+    # shape's checkpoint is one line.
+    start_step, state = checkpoint.restore_newest_intact(
+        manager, setup.abstract_state, say=tell)
+    resumed = state is not None
+    kept_fresh = []
+    if not resumed:
       start_step = 0
       state = setup.init(rng)
       if config.init_from:
-        state = _init_from(config, setup, state)
-    elif is_chief:
-      print(f'Resuming from checkpoint at step {start_step} in {workdir}',
-            flush=True)
+        state, kept_fresh = _init_from(config, setup, state)
+    else:
+      tell(f'Resuming from checkpoint at step {start_step} in {workdir}')
+  if best_manager is not None:
+    checkpoint.set_aside_best_after(best_manager, start_step, say=tell)
+  if start_step >= total_steps:
+    tell(_no_training_line(config, start_step, kept_fresh, manager))
+  # The whole run's curves: what came before the resumed step, from disk.
+  history = history_lib.History.resume(workdir, start_step, say=tell)
+  interval = history.interval_at(start_step)
+  # Killed between a step's save and its validation: validate it first.
+  revalidate = (resumed and periodic.due(start_step)
+                and not history.has(start_step, 'val/'))
+  if (periodic.test_checkpoint == 'best' and best_manager.best_step() is None
+      and not revalidate
+      and not periodic.runs_between(start_step, total_steps)):
+    raise VidjaxError(
+        f"config.test_checkpoint='best', but no validation runs in steps "
+        f'{start_step + 1}..{total_steps} (config.eval_every_steps='
+        f'{periodic.every}) and {best_manager.directory} holds no best '
+        "checkpoint: there would be no best to test; lower "
+        "config.eval_every_steps or test 'last'")
+  if is_chief:  # The run is on: its config replaces the previous one.
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG),
+                           config.to_dict())
 
   # -------------------------------------------------------------- Loop.
   setup.train_step = distributed.meet_before_first_call(
       setup.train_step, 'reach the first step')
   stop = preemption.StopSignal()
-  history, interval = [], []
+
+  def validate(step):
+    t0 = time.monotonic()
+    val = evaluate.evaluate(
+        model, state, config, mesh, meta, eval_step=setup.eval_step,
+        video_sharding=setup.video_sharding, split=periodic.split,
+        views=periodic.views)
+    val_scalars = periodic.scalars(val)
+    writer.write_scalars(step, val_scalars)
+    history.add({'step': step, **val_scalars})
+    if best_manager is not None:
+      score = val_scalars[periodic.best_metric]
+      if math.isfinite(score):
+        checkpoint.save_scored(best_manager, step, state, val_scalars)
+      else:  # orbax would rank it anywhere: sorting ignores nan's order.
+        tell(f'step {step} | {periodic.best_metric} is {score}: not a '
+             'candidate for the best checkpoint')
+    seconds = time.monotonic() - t0
+    progress.pause(seconds)
+    tell(periodic.line(step, val, seconds))
+
   progress = progress_lib.TrainProgress(
       total_steps=total_steps, batch_size=config.batch_size,
       every_steps=config.log_every_steps, writer=writer)
-  train_iter = input_shards.train_batches(config, start_step)
   step = start_step
   input_counts = None  # Running totals of skipped/padded training records.
   try:
     with setup.context():
+      if revalidate:
+        validate(start_step)
+        if is_chief:
+          history.write()
+      train_iter = (input_shards.train_batches(config, start_step)
+                    if step < total_steps else None)
       while step < total_steps:
         local = next(train_iter)
         input_counts = local.pop('counts')[-1]
@@ -205,6 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           progress.started(step, time.monotonic() - t0)
         else:
           progress(step)
+        changed = reporting
         if reporting:
           # Averages over the whole interval, not the last (noisy) batch.
           interval = jax.device_get(interval)
@@ -216,30 +275,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           counts = evaluate.input_counts(input_counts)
           writer.write_scalars(step, {**scalars, **{
               f'input/{k}': v for k, v in counts.items()}})
-          history.append({'step': step, **scalars})
-          if is_chief:
-            print(progress.line(step, scalars), flush=True)
-        checkpoint.save(manager, step, state, force=step == total_steps)
+          history.add({'step': step, **scalars})
+          tell(progress.line(step, scalars))
+        saved = checkpoint.save(manager, step, state,
+                                force=step == total_steps)
         if periodic.due(step):
-          t0 = time.monotonic()
-          val = evaluate.evaluate(
-              model, state, config, mesh, meta, eval_step=setup.eval_step,
-              video_sharding=setup.video_sharding, split=periodic.split,
-              views=periodic.views)
-          val_scalars = periodic.scalars(val)
-          writer.write_scalars(step, val_scalars)
-          history.append({'step': step, **val_scalars})
-          if best_manager is not None:
-            checkpoint.save_scored(best_manager, step, state, val_scalars)
-          seconds = time.monotonic() - t0
-          progress.pause(seconds)
-          if is_chief:
-            print(periodic.line(step, val, seconds), flush=True)
+          validate(step)
+          changed = True
         # Every process answers the same at the same step (a sync point
         # across hosts), so all of them save this step and stop together.
-        if stop.reached(step):
-          if manager.latest_step() != step:  # This step may have saved.
-            checkpoint.save(manager, step, state, force=True)
+        stopping = stop.reached(step)
+        if stopping and manager.latest_step() != step:  # May have saved.
+          saved = checkpoint.save(manager, step, state, force=True)
+        if is_chief and (changed or saved):
+          # A save keeps the open interval's sums for the resume.
+          history.write(
+              open_interval=(step, jax.device_get(interval)) if saved
+              else None,
+              saved_steps=manager.all_steps() if saved else None)
+        if stopping:
           manager.close()
           raise Preempted(
               f'stopped by {stop.reason} at step {step}; checkpoint saved in '
@@ -252,12 +306,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   tested = {'which': 'last', 'step': step}
   if periodic.test_checkpoint == 'best':
     best_step = best_manager.best_step()
-    if best_step is not None and best_step != step:
+    why_not = None
+    if best_step is None:
+      why_not = (f'no validation saved a best checkpoint in '
+                 f'{best_manager.directory} (no finite '
+                 f'{periodic.best_metric})')
+    elif best_step != step:
       with setup.context():
-        state = best_manager.restore(
-            best_step, args=checkpoint.restore_args(setup.abstract_state))
-    tested = {'which': 'best', 'step': best_step if best_step is not None
-              else step, 'metric': periodic.best_metric}
+        best_state, why_not = checkpoint.restore_best(
+            best_manager, best_step, setup.abstract_state, say=tell)
+      if best_state is not None:
+        state = best_state
+    if why_not:
+      tell(f"config.test_checkpoint='best', but {why_not}: testing the last "
+           f'checkpoint (step {step}) instead')
+      tested = {'which': 'last', 'step': step, 'reason': why_not}
+    else:
+      tested = {'which': 'best', 'step': best_step,
+                'metric': periodic.best_metric}
   with setup.context():
     results = evaluate.evaluate(model, state, config, mesh, meta,
                                 eval_step=setup.eval_step,
@@ -270,12 +336,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
          if k in ('top1', 'top5', 'loss')},
       **{f'eval/skipped/{k}': v for k, v in results['skipped'].items()}})
   writer.flush()
+  curves = None
   if is_chief:
-    write_json(os.path.join(workdir, 'eval_results.json'), results)
+    # Said before it is written: a full disk then loses no number.
     print(evaluate.summary(results), flush=True)
-    if history:
-      report.plot_curves(history, os.path.join(workdir, 'curves.png'))
+    workdir_lib.write_json(os.path.join(workdir, 'eval_results.json'),
+                           results)
+    history.write()
+    if history.entries:
+      curves = os.path.join(workdir, 'curves.png')
+      report.plot_curves(history.entries, curves)
+  checkpoints = (os.fspath(manager.directory)
+                 if manager.latest_step() is not None else None)
   manager.close()
   if best_manager is not None:
     best_manager.close()
-  return {**results, 'workdir': workdir}
+  return {**results, 'workdir': workdir, 'checkpoints': checkpoints,
+          'curves': curves}
+
+
+def _no_training_line(config, start_step: int, kept_fresh: list[str],
+                      manager) -> str:
+  """What a run with no step left to train evaluates, said loudly."""
+  if start_step:
+    what = f'the checkpoint at step {start_step} in {manager.directory}'
+    if config.total_steps:
+      return (f'No training: {what} already reaches config.total_steps='
+              f'{config.total_steps}; evaluating it')
+  elif config.init_from:
+    if kept_fresh:
+      raise VidjaxError(
+          f'config.total_steps=0 would evaluate the weights of '
+          f'{config.init_from}, but {", ".join(kept_fresh)} '
+          f'{"are" if len(kept_fresh) > 1 else "is"} freshly initialised '
+          '(another class count): its predictions are random; train '
+          '(config.total_steps > 0) first')
+    what = f'the weights of {config.init_from}'
+  else:
+    what = f'the untrained model (random initialisation, seed {config.seed})'
+  return f'No training (total_steps=0): evaluating {what}'
