@@ -56,7 +56,8 @@ def to_float64(tree):
 
 
 def one_step(setup, state, batch):
-  """One float64 train step on setup's mesh: (new state, sums) on host."""
+  """One float64 train step on setup's mesh, then the evaluation of its
+  new state on the same clips: (new state, sums, log_probs) on host."""
   with jax.enable_x64(True), setup.context():
     state = to_float64(state)
     # The layer stores BN statistics in float32 whatever it computes in.
@@ -66,7 +67,11 @@ def one_step(setup, state, batch):
     new, sums = setup.train_step(
         jax.device_put(state, setup.state_sharding),
         mesh_lib.to_global_batch(batch, setup.batch_sharding), rng)
-    return jax.device_get(new), jax.device_get(sums)
+    # The sharded eval step too (its own program: BN from the running
+    # statistics, no dropout).
+    log_probs = setup.eval_step(
+        new, jax.device_put(batch['video'], setup.video_sharding(BATCH)))
+    return jax.device_get(new), jax.device_get(sums), np.asarray(log_probs)
 
 
 @pytest.fixture(scope='module')
@@ -98,11 +103,11 @@ def worst_leaves(actual, expected, limit):
 def test_float64_step_equals_single_device(initial_state, batch,
                                            single_device, data, time):
   _, state = initial_state
-  expected, expected_sums = single_device
+  expected, expected_sums, expected_log_probs = single_device
   setup = setup_lib.build(tiny_config(data, time), NUM_CLASSES)
   assert dict(setup.mesh.shape) == {'data': data, 'time': time}
   assert setup.model.dropout_rate > 0  # The demo's dropout, sharded too.
-  got, sums = one_step(setup, state, batch)
+  got, sums, log_probs = one_step(setup, state, batch)
 
   # The arithmetic really was float64, and the step computed a gradient.
   momentum = jax.tree.leaves(got.opt_state)
@@ -115,3 +120,7 @@ def test_float64_step_equals_single_device(initial_state, batch,
   assert not worst_leaves(got.params, expected.params, FLOAT64_TOLERANCE)
   assert not worst_leaves(got.batch_stats, expected.batch_stats,
                           FLOAT32_TOLERANCE)
+  # The head rounds the logits to float32 (module doc): equal float64
+  # logits give log-probabilities equal to float32 rounding.
+  np.testing.assert_allclose(log_probs, expected_log_probs, rtol=1e-6,
+                             atol=1e-7)

@@ -1,26 +1,18 @@
-"""Golden tests: a sharded step equals the single-device step (8 devices).
+"""Sharded S3D-G on meshes (data, time) = (4, 2), (2, 4): the split is real.
 
-S3D-G at tiny width on meshes (data, time) = (4, 2), (2, 4), with
-global BN statistics: the same loss, optimizer state (momentum = gradient
-plus weight decay) and updated parameters and BN statistics after two
-steps as on one device, and the same evaluation log-probabilities. The
-compiled HLO shows the time split is real: halo collective-permutes, no
-all-gather of activations.
-
-How close is "the same"? Losses and log-probabilities agree to 1e-5
-relative. Gradients of this tiny network do not: BN over 16 values per
-channel at the top stages and ReLUs near zero amplify float32 rounding, so
-merely reordering the clips of the batch on ONE device (the same maths,
-summed in another order) moves the two-step state by up to ~4e-5 (norm of
-the difference over the norm of the leaf). Sharding sums in another order
-too. So each leaf must agree to 1e-5, or to within twice the largest
-change that reordering the batch makes to any leaf on one device, measured
-here in the same run (a per-leaf floor would be one noisy sample).
+That a sharded step equals the single-device step is tested in float64 by
+test_sharded_float64.py: in float32 the gradients of S3D-G flip at tied
+max-pool windows under any change of summation order, so a float32
+comparison needs a tolerance that could hide a real bug (docs/scale.md,
+"Sharded against unsharded in float64"). Here: the compiled HLO shows the
+time split is real (halo collective-permutes, no all-gather of
+activations), BN over groups of devices, and the one-line mesh errors.
+The helpers below are shared with the TSM and TimeSformer sharded tests,
+which compare float32 steps of models without max-pool ties.
 """
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -31,15 +23,6 @@ from vidjax.train import setup as setup_lib
 
 NUM_CLASSES = 13
 BATCH = 8
-# Both split the batch and the clip's frames. Pure data parallelism, (8, 1),
-# is what test_batch_norm_over_groups_of_devices below and the multi-host
-# tests train with; each mesh here costs minutes of compilation on 2 cores.
-MESHES = ((4, 2), (2, 4))
-
-
-# Dropout off: its masks follow the batch position, and the rounding floor
-# above permutes the batch.
-NO_DROPOUT = {'dropout_rate': 0.0}
 
 
 def tiny_config(data=1, time=1, **overrides):
@@ -65,41 +48,12 @@ def batch_of(seed, order=None):
   return batch if order is None else {k: v[order] for k, v in batch.items()}
 
 
-def run_two_steps(setup, order=None):
-  """Init, two train steps, one eval: (state, [sums], log_probs) on host."""
-  rng = jax.random.key(0)
-  with setup.context():
-    state = setup.init(rng)
-    sums = []
-    for seed in (1, 2):
-      batch = mesh_lib.to_global_batch(batch_of(seed, order),
-                                       setup.batch_sharding)
-      state, s = setup.train_step(state, batch, rng)
-      sums.append(jax.device_get(s))
-    video = jax.device_put(batch_of(3)['video'],
-                           setup.video_sharding(BATCH))
-    log_probs = setup.eval_step(state, video)
-  return jax.device_get(state), sums, np.asarray(log_probs)
-
-
 def relative_errors(actual, expected):
   """Per leaf: |actual - expected| / |expected| in the L2 norm."""
   return jax.tree.map(
       lambda a, b: float(np.linalg.norm(np.asarray(a, np.float64) - b)
                          / max(np.linalg.norm(np.asarray(b, np.float64)),
                                1e-30)), actual, expected)
-
-
-@pytest.fixture(scope='module')
-def single_device():
-  """The reference, and the rounding floor of each state leaf."""
-  mesh = mesh_lib.make_mesh({'data': 1}, devices=jax.devices()[:1])
-  setup = setup_lib.build(tiny_config(), NUM_CLASSES, mesh, **NO_DROPOUT)
-  reference = run_two_steps(setup)
-  reordered = run_two_steps(setup, order=np.array([3, 1, 7, 0, 5, 2, 6, 4]))
-  floor = max(jax.tree.leaves(relative_errors(reordered[0], reference[0])))
-  assert floor < 1e-4, floor  # A bug would not hide under a huge floor.
-  return reference, floor
 
 
 def assert_trees_close(actual, expected, floor=0.0):
@@ -120,26 +74,8 @@ def collectives(hlo: str) -> dict[str, int]:
   return {k: kinds.count(k) for k in set(kinds)}
 
 
-@pytest.mark.parametrize('data,time', MESHES)
-def test_sharded_step_equals_single_device(single_device, data, time):
-  setup = setup_lib.build(tiny_config(data, time), NUM_CLASSES, **NO_DROPOUT)
-  assert dict(setup.mesh.shape) == {'data': data, 'time': time}
-  state, sums, log_probs = run_two_steps(setup)
-  (expected_state, expected_sums, expected_log_probs), floor = single_device
-  for got, want in zip(sums, expected_sums):
-    np.testing.assert_allclose(got['loss'], want['loss'], rtol=1e-5)
-  assert_trees_close(state, expected_state, floor)
-  assert_arrays_close(log_probs, expected_log_probs)
-  # The step changed the parameters (so equality is not of two no-ops).
-  assert not np.allclose(state.params['Logits']['kernel'],
-                         jax.device_get(jax.jit(setup.init)(
-                             jax.random.key(0)).params['Logits']['kernel']))
-
-
 def test_time_axis_really_splits_the_clip():
-  # NO_DROPOUT: the program of the (2, 4) step test, which the compilation
-  # cache then serves.
-  setup = setup_lib.build(tiny_config(2, 4), NUM_CLASSES, **NO_DROPOUT)
+  setup = setup_lib.build(tiny_config(2, 4), NUM_CLASSES)
   with setup.context():
     compiled = setup.train_step.lower(
         setup.abstract_state, setup.abstract_batch(BATCH),
