@@ -17,7 +17,6 @@ import pytest
 
 from vidjax import VidjaxError
 from vidjax import convert
-from vidjax.convert import __main__ as convert_main
 from vidjax.convert import output
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -203,14 +202,14 @@ def test_output_must_not_hold_or_sit_in_the_source(tmp_path):
   (source / 'model.safetensors').write_bytes(b'')
   with pytest.raises(VidjaxError, match=r'--out=.*/hf is the source --torch; '
                      'write the conversion elsewhere'):
-    convert_main.check_paths(str(source), str(source))
+    output.check_paths(str(source), str(source))
   with pytest.raises(VidjaxError, match='is inside the source directory'):
-    convert_main.check_paths(str(source), str(source / 'vidjax'))
+    output.check_paths(str(source), str(source / 'vidjax'))
   with pytest.raises(VidjaxError, match=r'--out=.*/hf holds the source '
                      r'--torch=.*/hf/model.safetensors; write the conversion '
                      'elsewhere'):
-    convert_main.check_paths(str(source / 'model.safetensors'), str(source))
-  convert_main.check_paths(str(source / 'model.safetensors'),
+    output.check_paths(str(source / 'model.safetensors'), str(source))
+  output.check_paths(str(source / 'model.safetensors'),
                            str(tmp_path / 'out'))
 
 

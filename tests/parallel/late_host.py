@@ -20,6 +20,6 @@ def late(function, seconds: float):
 
 
 if __name__ == '__main__':
-  checkpoint.restore_latest = late(checkpoint.restore_latest,
-                                   float(sys.argv.pop(1)))
+  checkpoint.restore_newest_intact = late(
+      checkpoint.restore_newest_intact, float(sys.argv.pop(1)))
   main.run()

@@ -298,8 +298,11 @@ def test_a_late_host_trains_to_the_same_parameters(data_dir, two_processes,
   del alone  # Started: it waits out its timeout beside this run.
   workdir = tmp_path / 'late'
   port = free_port()
-  results = wait_all([start(data_dir, workdir, 0, port),
-                      start(data_dir, workdir, 1, port, late_s=LATE_S)])
+  # A bounded wait: a late host that died fails the test in minutes.
+  results = wait_all([start(data_dir, workdir, 0, port,
+                            peer_timeout_s=3 * LATE_S),
+                      start(data_dir, workdir, 1, port, late_s=LATE_S,
+                            peer_timeout_s=3 * LATE_S)])
   assert [r[0] for r in results] == [0, 0], results
   # Process 0 waited for 1 (gloo alone would have given up after 30 s),
   # and said so while it waited.

@@ -54,27 +54,6 @@ def parse_options(items) -> dict:
   return options
 
 
-def _inside(path: str, directory: str) -> bool:
-  return os.path.commonpath([path, directory]) == directory
-
-
-def check_paths(source: str, out: str):
-  """The output must neither hold nor sit inside the source: replacing it
-  would delete the source, and writing into a source directory changes what
-  a later conversion of it reads."""
-  source = os.path.realpath(os.path.expanduser(source))
-  out = os.path.realpath(os.path.expanduser(out))
-  if source == out:
-    raise VidjaxError(f'--out={out} is the source --torch; write the '
-                      'conversion elsewhere')
-  if _inside(source, out):
-    raise VidjaxError(f'--out={out} holds the source --torch={source}; write '
-                      'the conversion elsewhere')
-  if os.path.isdir(source) and _inside(out, source):
-    raise VidjaxError(f'--out={out} is inside the source directory '
-                      f'--torch={source}; write the conversion elsewhere')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -83,7 +62,7 @@ def main(argv):
 
   # Before converting, which may take minutes: an output that cannot be
   # written (or replaced) is known now.
-  check_paths(_TORCH.value, _OUT.value)
+  convert.output.check_paths(_TORCH.value, _OUT.value)
   convert.output.check_output(os.path.abspath(_OUT.value), _OVERWRITE.value)
   model, variables = convert.load_torch(_MODEL.value, _TORCH.value,
                                         **parse_options(_OPTION.value))

@@ -221,3 +221,24 @@ def _swap(new: str, directory: str):
     os.replace(aside, directory)
     raise
   _remove(aside, 'the replaced conversion')
+
+
+def _inside(path: str, directory: str) -> bool:
+  return os.path.commonpath([path, directory]) == directory
+
+
+def check_paths(source: str, out: str):
+  """The output must neither hold nor sit inside the source: replacing it
+  would delete the source, and writing into a source directory changes what
+  a later conversion of it reads."""
+  source = os.path.realpath(os.path.expanduser(source))
+  out = os.path.realpath(os.path.expanduser(out))
+  if source == out:
+    raise VidjaxError(f'--out={out} is the source --torch; write the '
+                      'conversion elsewhere')
+  if _inside(source, out):
+    raise VidjaxError(f'--out={out} holds the source --torch={source}; write '
+                      'the conversion elsewhere')
+  if os.path.isdir(source) and _inside(out, source):
+    raise VidjaxError(f'--out={out} is inside the source directory '
+                      f'--torch={source}; write the conversion elsewhere')

@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint._src.path import atomicity_types
 
 from vidjax.errors import VidjaxError
+from vidjax.parallel import distributed
 
 _TMP_SUFFIX = atomicity_types.TMP_DIR_SUFFIX
 SET_ASIDE = 'checkpoints_set_aside'
@@ -175,7 +176,12 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state,
   damaged = []
   step = state = None
   for candidate in reversed(manager.all_steps()):
+    # orbax's restore and the agreement below are gloo collectives, which
+    # give up when processes arrive more than 30 s apart: meet first, with
+    # --peer_timeout_s and a line naming the late processes.
+    distributed.barrier('restore', 'restore a checkpoint')
     reason, state = _try_restore(manager, candidate, abstract_state)
+    distributed.barrier('restored', 'finish restoring a checkpoint')
     if not _everywhere(reason is None):
       reason = reason or 'another process could not restore it'
     if reason is None:
