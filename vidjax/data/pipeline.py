@@ -64,6 +64,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 import dataclasses
 import math
+from typing import Any
 
 import tensorflow as tf
 
@@ -97,6 +98,9 @@ class DatasetMeta:
   class_names: tuple[str, ...]
   num_examples: Mapping[str, int]  # Split name -> number of clips.
   data_dir: str  # The prepared version directory (or the TFRecords' dir).
+  # What preparation recorded (fps, short_side, jpeg_quality or image_size);
+  # {} for TFRecords nobody described.
+  metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def dataset_info(data_config) -> DatasetMeta:
@@ -119,6 +123,7 @@ def dataset_info(data_config) -> DatasetMeta:
       class_names=source.class_names,
       num_examples={s: source.num_examples(s) for s in source.split_names},
       data_dir=source.data_dir,
+      metadata=dict(getattr(source, 'metadata', None) or {}),
   )
 
 

@@ -118,6 +118,8 @@ class BuilderSource:
     self.data_dir = builder.data_dir
     self.class_names = tuple(builder.class_names)
     self.split_names = tuple(builder.split_names)
+    self.metadata = {k: v for k, v in (builder.info.metadata or {}).items()
+                     if k != 'format'}
 
   def num_examples(self, split: str) -> int:
     return self._builder.num_examples(split)

@@ -37,6 +37,9 @@ from vidjax.parallel import distributed
 
 _TMP_SUFFIX = atomicity_types.TMP_DIR_SUFFIX
 SET_ASIDE = 'checkpoints_set_aside'
+# A step's custom metadata key for the preprocessing contract
+# (vidjax/inference/contract.py; vidjax/inference/loader.py reads it).
+CONTRACT_KEY = 'vidjax_contract'
 # A step's directory name, as orbax's standard name format has it.
 _STEP_NAME = re.compile(r'^(0|[1-9]\d*)$')
 # Errors of the storage, not of the data: a save that meets one ends the run
@@ -80,17 +83,23 @@ def make_best_manager(workdir: str, metric: str,
 
 
 def save_scored(manager: ocp.CheckpointManager, step: int, state,
-                metrics: dict) -> bool:
+                metrics: dict, *, custom_metadata: dict | None = None) -> bool:
   """Saves `state` with its validation `metrics`; orbax keeps the best."""
   if manager.latest_step() == step:  # A resumed run re-evaluating its step.
     return False
   return save(manager, step, state, force=True,
-              metrics={k: float(v) for k, v in metrics.items()})
+              metrics={k: float(v) for k, v in metrics.items()},
+              custom_metadata=custom_metadata)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, *,
-         force: bool = False, metrics: dict | None = None) -> bool:
+         force: bool = False, metrics: dict | None = None,
+         custom_metadata: dict | None = None) -> bool:
   """Saves `state` at `step` (if due, or `force`) and waits for it.
+
+  `custom_metadata` goes into the step's own metadata file, written with
+  it: the preprocessing contract (vidjax/inference/contract.py), so a step
+  copied alone still says how to feed its weights.
 
   A save the storage refuses (a full disk, a quota, a read-only mount) ends
   the run with one line naming the directory and the error; orbax's
@@ -99,7 +108,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, *,
   previous = manager.latest_step()
   try:
     saved = manager.save(step, args=ocp.args.StandardSave(state),
-                         force=force, metrics=metrics)
+                         force=force, metrics=metrics,
+                         custom_metadata=custom_metadata)
     manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-exception-caught
     why = storage_error(e)

@@ -20,6 +20,7 @@ from vidjax.data import pipeline
 from vidjax.data import preflight
 from vidjax.data import sources
 from vidjax.errors import VidjaxError
+from vidjax.inference import contract as contract_lib
 from vidjax.models import complexity
 from vidjax.parallel import distributed
 from vidjax.parallel import mesh as mesh_lib
@@ -148,6 +149,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           f'{", ".join(sorted(meta.num_examples))}')
   periodic = periodic_eval.PeriodicEval.from_config(config, meta)
   preflight.check(config, meta)  # Every shard and setting the run reads.
+  # Saved with every checkpoint: how to make this model's clips from a video.
+  saved_with = {checkpoint.CONTRACT_KEY: contract_lib.from_config(
+      config, num_classes=meta.num_classes, class_names=meta.class_names,
+      preparation=contract_lib.preparation_of(meta.metadata)).to_dict()}
 
   # ------------------------------------------- Mesh, model and shardings.
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -225,7 +230,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if best_manager is not None:
       score = val_scalars[periodic.best_metric]
       if math.isfinite(score):
-        checkpoint.save_scored(best_manager, step, state, val_scalars)
+        checkpoint.save_scored(best_manager, step, state, val_scalars,
+                                custom_metadata=saved_with)
       else:  # orbax would rank it anywhere: sorting ignores nan's order.
         tell(f'step {step} | {periodic.best_metric} is {score}: not a '
              'candidate for the best checkpoint')
@@ -278,7 +284,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           history.add({'step': step, **scalars})
           tell(progress.line(step, scalars))
         saved = checkpoint.save(manager, step, state,
-                                force=step == total_steps)
+                                force=step == total_steps,
+                                custom_metadata=saved_with)
         if periodic.due(step):
           validate(step)
           changed = True
@@ -286,7 +293,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         # across hosts), so all of them save this step and stop together.
         stopping = stop.reached(step)
         if stopping and manager.latest_step() != step:  # May have saved.
-          saved = checkpoint.save(manager, step, state, force=True)
+          saved = checkpoint.save(manager, step, state, force=True,
+                                  custom_metadata=saved_with)
         if is_chief and (changed or saved):
           # A save keeps the open interval's sums for the resume.
           history.write(

@@ -187,7 +187,11 @@ class DmvrBuilder(tfds.core.DatasetBuilder):
         supervised_keys=('video', 'label'),
         homepage=self.HOMEPAGE,
         citation=self.CITATION,
-        metadata=tfds.core.MetadataDict(format=FORMAT_NAME, **self._metadata()),
+        metadata=tfds.core.MetadataDict(
+            format=FORMAT_NAME,
+            # How the frames were stored: the preprocessing contract
+            # (vidjax/inference/contract.py) records it.
+            **{'jpeg_quality': self.JPEG_QUALITY, **self._metadata()}),
     )
 
   def _download_and_prepare(

@@ -1,0 +1,98 @@
+"""The flags every inference command shares: which weights, and the contract.
+
+  --checkpoint=DIR   a training workdir, a checkpoint step or a conversion
+  --which=latest|best, --step=N   a workdir's checkpoint
+  --config=CONFIG.py  the training config, for a checkpoint saved before
+                      vidjax saved the preprocessing contract
+  --fps, --short_side, --jpeg_quality, --class_names_file
+                      contract fields an older checkpoint lacks (or to
+                      override what it says, at your own risk of skew)
+
+Each command defines them on its own FlagValues (`define`), so `main` can
+be called again in one process (the tests do), and turns them into a
+`loader.Loaded` with `load`.
+"""
+from __future__ import annotations
+
+from absl import flags
+from ml_collections import config_flags
+
+from vidjax.errors import VidjaxError
+from vidjax.inference import loader
+
+
+def define(fv: flags.FlagValues, argv) -> dict:
+  """Defines the shared flags on `fv`; returns their holders by name."""
+  return dict(
+      checkpoint=flags.DEFINE_string(
+          'checkpoint', None, 'A training workdir (python -m vidjax.main), '
+          'one checkpoint step (WORKDIR/checkpoints/N) or a python -m '
+          'vidjax.convert output.', flag_values=fv),
+      which=flags.DEFINE_enum(
+          'which', 'latest', loader.WHICH, "A workdir's latest checkpoint, "
+          "or its best (WORKDIR/best, kept when config.best_metric is set).",
+          flag_values=fv),
+      step=flags.DEFINE_integer(
+          'step', None, "A workdir's checkpoint step (default: the newest).",
+          lower_bound=0, flag_values=fv),
+      config=config_flags.DEFINE_config_file(
+          'config', None, 'The training config (configs/*.py), for a '
+          'checkpoint saved without a preprocessing contract.',
+          flag_values=fv, lock_config=True, sys_argv=list(argv)),
+      fps=flags.DEFINE_float(
+          'fps', None, 'Frames per second the training records were '
+          'prepared at (contract field fps).', flag_values=fv),
+      short_side=flags.DEFINE_integer(
+          'short_side', None, 'Short side the training records were '
+          'prepared at (contract field short_side).', lower_bound=1,
+          flag_values=fv),
+      jpeg_quality=flags.DEFINE_integer(
+          'jpeg_quality', None, 'JPEG quality of the prepared frames '
+          '(contract field jpeg_quality).', lower_bound=1, upper_bound=100,
+          flag_values=fv),
+      class_names_file=flags.DEFINE_string(
+          'class_names_file', None, 'Class names, one per line (line i is '
+          'class i), for a checkpoint saved without them.', flag_values=fv),
+  )
+
+
+def read_class_names(path: str) -> tuple[str, ...]:
+  try:
+    with open(path) as f:
+      names = [line.strip() for line in f]
+  except OSError as e:
+    raise VidjaxError(f'cannot read --class_names_file {path}: '
+                      f'{e.strerror or e}') from None
+  while names and not names[-1]:
+    names.pop()
+  if not names or not all(names):
+    raise VidjaxError(f'--class_names_file {path}: want one non-empty name '
+                      'per line')
+  return tuple(names)
+
+
+def overrides(holders: dict) -> dict:
+  """The contract fields the flags set."""
+  out = {}
+  for name in ('fps', 'short_side', 'jpeg_quality'):
+    if holders[name].value is not None:
+      out[name] = holders[name].value
+  if holders['class_names_file'].value:
+    out['class_names'] = read_class_names(holders['class_names_file'].value)
+  return out
+
+
+def load(holders: dict) -> loader.Loaded:
+  """The weights and contract the flags name."""
+  path = holders['checkpoint'].value
+  if not path:
+    raise VidjaxError('give the weights with --checkpoint=DIR (a training '
+                      'workdir, a checkpoint step or a python -m '
+                      'vidjax.convert output)')
+  config = None
+  if holders['config'].present:
+    from vidjax import cli  # pylint: disable=g-import-not-at-top
+    config = cli.load_config(holders['config'])
+  return loader.load(path, which=holders['which'].value,
+                     step=holders['step'].value, config=config,
+                     overrides=overrides(holders))
