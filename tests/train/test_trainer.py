@@ -103,8 +103,8 @@ def test_preempted_run_resumes_with_the_same_parameters(data_dir, tmp_path,
   # Preempt the second run at step 7 the way a TPU VM would: SIGTERM.
   real_save = trainer.checkpoint.save
 
-  def save_then_preempt(manager, step, state, force=False):
-    saved = real_save(manager, step, state, force=force)
+  def save_then_preempt(manager, step, state, force=False, **kwargs):
+    saved = real_save(manager, step, state, force=force, **kwargs)
     if step == 7 and not force:
       os.kill(os.getpid(), signal.SIGTERM)
     return saved
