@@ -344,6 +344,8 @@ def test_folder_of_good_and_broken_videos(capfd, files, loaded, runner):
   for path, reason in broken.items():
     assert reason_of(err, path).startswith(reason), path
   assert 'predict: 6/6 videos (100.0%)' in err and 'ETA' in err
+  assert err.rstrip().endswith('vidjax: warning: 4 of 6 videos could not be '
+                               'read (listed above)')
   report = json.loads(out_json.read_text())
   assert [v['path'] for v in report['videos']] == files['good']
   assert {f['path'] for f in report['failed']} == set(broken)

@@ -330,9 +330,9 @@ def run(loaded, paths: Sequence[str], options: Options,
               results, failures, contract=contract, top_k=options.top_k)}
   for name, path in (outputs or {}).items():
     files.write_text(path, text[name]())
-  if failures:
-    warn(f'{len(failures)} of {len(videos)} videos could not be read: '
-         + '; '.join(f'{f.path}: {f.reason}' for f in failures))
+  if failures and results:
+    warn(f'{len(failures)} of {len(videos)} videos could not be read '
+         '(listed above)')
   if not results:
     if len(failures) == 1:
       raise VidjaxError(f'{failures[0].path}: {failures[0].reason}')

@@ -84,7 +84,8 @@ def format_video(video: VideoResult, contract: contract_lib.Contract,
     for rank, (c, s) in enumerate(video.windows[0].top(top_k), 1):
       lines.append(f'  {rank}. {s:.4f}  {contract.label(c)}')
     return '\n'.join(lines)
-  lines = [head + f' per window, {len(video.windows)} windows)']
+  n = len(video.windows)
+  lines = [head + f' per window, {n} window{"s" if n != 1 else ""})']
   for w in video.windows:
     best = ', '.join(f'{contract.label(c)} {s:.4f}' for c, s in w.top(top_k))
     lines.append(f'  [{w.start_s:8.2f} s, {w.end_s:8.2f} s)  {best}')
