@@ -8,6 +8,7 @@ predict on the raw file gets the same views and logits. One tiny TSM
 seconds) with random weights and one batch shape serve every test, so the
 model compiles once (the run's compilation cache serves the rest).
 """
+import errno
 import json
 import os
 
@@ -30,6 +31,7 @@ from vidjax.inference import loader
 from vidjax.inference import predict
 from vidjax.inference import predict_results
 from vidjax.models import create_model
+from vidjax.tools import files as files_lib
 
 FPS, SHORT = 10, 32
 CLIPS, CROPS = 2, 3  # View order matters: clip * crops + crop.
@@ -443,3 +445,23 @@ def test_flag_errors(capfd, files):
     code, _, err = run_cli(capfd, f'--checkpoint={files["run"]}', *args)
     (line,) = error_lines(err)
     assert code == 1 and needle in line, err
+
+
+def test_full_disk_keeps_the_previous_output(capfd, files, monkeypatch):
+  # A full disk, simulated: the write's fsync fails with ENOSPC.
+  out_dir = files['root'] / 'outputs'
+  out_dir.mkdir()
+  previous = out_dir / 'r.json'
+  previous.write_text('{"previous": true}')
+
+  def no_space(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(files_lib.os, 'fsync', no_space)
+  code, out, err = run_cli(capfd, f'--checkpoint={files["run"]}',
+                           f'--json={previous}', files['good'][0])
+  assert code == 1 and out.startswith(files['good'][0])
+  assert error_lines(err) == [f'vidjax: error: cannot write {previous}: '
+                              'No space left on device']
+  assert previous.read_text() == '{"previous": true}'
+  assert os.listdir(out_dir) == ['r.json']  # No temporary file left.

@@ -111,14 +111,13 @@ class _Decoder(threading.Thread):
     self.items = queue.Queue(maxsize=_PREFETCH)
     self._videos, self._contract, self._options = videos, contract, options
     self._halt = threading.Event()
+    self.error: BaseException | None = None
 
   def stop(self):
+    """Ends the thread at its next window (after a normal run it has
+    ended already); waits a moment, not for a long video's decoding."""
     self._halt.set()
-    while self.is_alive():  # Unblock a put on the full queue.
-      try:
-        self.items.get(timeout=0.1)
-      except queue.Empty:
-        pass
+    self.join(timeout=1.0)
 
   def _put(self, item):
     while not self._halt.is_set():
@@ -130,6 +129,14 @@ class _Decoder(threading.Thread):
     return False
 
   def run(self):
+    try:
+      self._read_all()
+    except BaseException as e:  # pylint: disable=broad-except
+      self.error = e  # Raised again by the consumer (predict_videos).
+    finally:  # Whatever happened, the consumer is not left waiting.
+      self._put(None)
+
+  def _read_all(self):
     o = self._options
     for i, path in enumerate(self._videos):
       try:
@@ -147,7 +154,6 @@ class _Decoder(threading.Thread):
         done = ('failed', i, _reason(e))
       if not self._put(done):
         return
-    self._put(None)
 
 
 # --------------------------------------------------------------- Running.
@@ -187,6 +193,8 @@ def predict_videos(loaded, videos: Sequence[str], options: Options, *,
         collector.read(i, *payload)
       else:
         collector.failed(i, payload)
+    if decoder.error is not None:
+      raise decoder.error
     collector.returned(views.flush())
   finally:
     decoder.stop()
