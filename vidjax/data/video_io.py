@@ -152,6 +152,76 @@ def decode_video(
     VidjaxError: invalid arguments (non-positive fps or short_side, end
       before start).
   """
+  picked = []
+  stream = iter_video(path, fps=fps, short_side=short_side, start_s=start_s,
+                      end_s=end_s, threads=threads)
+  try:
+    for _, frame in stream:
+      picked.append(frame)
+  finally:
+    stream.close()
+  return np.stack(picked), stream.info
+
+
+class VideoFrames:
+  """`decode_video`'s frames one at a time: iterate for (time_s, frame).
+
+  `time_s` is the output frame's time from the start of the video (`start_s +
+  k / fps`, or the source frame's timestamp when fps is None); frame is uint8
+  [H, W, 3]. Iterating yields exactly the frames `decode_video` stacks (it is
+  built on this), holding only the newest decoded frame. Errors are raised
+  where they are found: opening (`iter_video`), the first frame, or the end
+  (a truncated file is known only there). `source_fps` and
+  `header_duration_s` are known once iteration has started, `info` (a
+  `VideoInfo`) once it has ended.
+  """
+
+  def __init__(self, container, path, args):
+    self._container = container
+    self.path = path
+    self._args = args
+    self.source_fps: float | None = None
+    self.header_duration_s: float | None = None
+    self.info: VideoInfo | None = None
+    self._iter = None
+
+  def __iter__(self):
+    if self._iter is None:
+      self._iter = self._generate()
+    return self._iter
+
+  def _generate(self):
+    try:
+      yield from _decode(self._container, self.path, *self._args, sink=self)
+    finally:
+      self.close()
+
+  def close(self):
+    if self._container is not None:
+      self._container.close()
+      self._container = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def iter_video(
+    path: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    short_side: int | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    threads: int | None = None,
+) -> VideoFrames:
+  """Opens a video for `VideoFrames`: `decode_video`'s frames, streamed.
+
+  Arguments and errors as `decode_video`'s; a file that is missing, empty or
+  cannot be opened raises here, the rest while iterating.
+  """
   path = os.fspath(path)
   if fps is not None and not fps > 0:
     raise VidjaxError(f'fps must be positive, got {fps}')
@@ -172,10 +242,8 @@ def decode_video(
     raise VideoDecodeError(
         path, f'cannot open (corrupt or truncated?): {_ffmpeg_reason(e)}'
     ) from e
-  try:
-    return _decode(container, path, fps, short_side, start, end_s, threads)
-  finally:
-    container.close()
+  return VideoFrames(container, path,
+                     (fps, short_side, start, end_s, threads))
 
 
 def _ffmpeg_reason(error: Exception) -> str:
@@ -184,7 +252,8 @@ def _ffmpeg_reason(error: Exception) -> str:
   return ' '.join(str(text).split())
 
 
-def _decode(container, path, fps, short_side, start, end_s, threads):
+def _decode(container, path, fps, short_side, start, end_s, threads, sink):
+  """Yields (time_s, frame); sets `sink`'s source facts and `info`."""
   if not container.streams.video:
     raise VideoDecodeError(path, 'no video stream')
   stream = container.streams.video[0]
@@ -193,6 +262,7 @@ def _decode(container, path, fps, short_side, start, end_s, threads):
   else:
     stream.thread_count = threads
   source_fps = _frame_rate(stream)
+  sink.source_fps = source_fps
   time_base = stream.time_base
   origin = (
       float(stream.start_time * time_base)
@@ -204,6 +274,7 @@ def _decode(container, path, fps, short_side, start, end_s, threads):
     header_duration = float(stream.duration * time_base)
   elif container.duration is not None:
     header_duration = container.duration / av.time_base
+  sink.header_duration_s = header_duration
   if header_duration is not None and header_duration > 0 and (
       start >= header_duration
   ):
@@ -226,7 +297,7 @@ def _decode(container, path, fps, short_side, start, end_s, threads):
   height = stream.codec_context.height
   width = stream.codec_context.width
   out_hw = None  # Set from the first frame: the header size can be 0.
-  picked: list[np.ndarray] = []
+  num_picked = 0
   converted: dict[int, np.ndarray] = {}  # Frame serial -> RGB, for repeats.
   num_in_window = 0
   last_t = None
@@ -266,7 +337,8 @@ def _decode(container, path, fps, short_side, start, end_s, threads):
       num_in_window += in_window
       if fps is None:
         if in_window:
-          picked.append(to_rgb(serial, frame))
+          num_picked += 1
+          yield t, to_rgb(serial, frame)
       elif prev is not None:
         # Targets closer to the previous frame than to this one are its.
         mid = (prev[1] + t) / 2
@@ -274,7 +346,8 @@ def _decode(container, path, fps, short_side, start, end_s, threads):
           tk = start + target / fps
           if tk > mid + _EPS or (end_s is not None and tk >= end_s - _EPS):
             break
-          picked.append(to_rgb(prev[0], prev[2]))
+          num_picked += 1
+          yield tk, to_rgb(prev[0], prev[2])
           target += 1
       prev = (serial, t, frame)
       last_t = t
@@ -325,14 +398,15 @@ def _decode(container, path, fps, short_side, start, end_s, threads):
   if fps is not None:
     # The last frame decoded is nearest to every target left in the window.
     while start + target / fps < end - _EPS:
-      picked.append(to_rgb(prev[0], prev[2]))
+      num_picked += 1
+      yield start + target / fps, to_rgb(prev[0], prev[2])
       target += 1
-  if not picked:
+  if not num_picked:
     raise VideoDecodeError(
         path, f'no frames in the window [{start:g}, {end:g}) s'
     )
-  frames = np.stack(picked)
-  info = VideoInfo(
+  sink.source_fps = float(source_fps)
+  sink.info = VideoInfo(
       source_fps=float(source_fps),
       source_duration_s=source_duration,
       source_width=width,
@@ -341,9 +415,8 @@ def _decode(container, path, fps, short_side, start, end_s, threads):
       start_s=start,
       end_s=end,
       num_source_frames=int(num_in_window),
-      num_frames=len(frames),
+      num_frames=num_picked,
   )
-  return frames, info
 
 
 def encode_video(
