@@ -123,9 +123,14 @@ def gradcam(model, variables, clip, layer: str | None = None,
   names = layers(model, variables, clip)
   layer = resolve_layer(names, layer)
   path = names[layer]
-  shape = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=False, return_features=True)[1],
-      variables, clip)[layer]
+  logits_shape, features = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False, return_features=True),
+      variables, clip)
+  shape = features[layer]
+  num_classes = logits_shape.shape[-1]
+  if target is not None and not 0 <= target < num_classes:
+    raise VidjaxError(f'--target={target} is not a class of this model '
+                      f'(0..{num_classes - 1})')
 
   @jax.jit
   def run(variables, clip, target):
@@ -144,10 +149,6 @@ def gradcam(model, variables, clip, layer: str | None = None,
     upsampled = jax.image.resize(cam, clip.shape[1:4], 'linear')
     return cam, upsampled, weights, logits, chosen
 
-  num_classes = model.num_classes
-  if target is not None and not 0 <= target < num_classes:
-    raise VidjaxError(f'--target={target} is not a class of this model '
-                      f'(0..{num_classes - 1})')
   out = run(variables, clip, jnp.int32(-1 if target is None else target))
   cam, upsampled, weights, logits, chosen = map(np.asarray, out)
   return GradCam(layer=layer, cam=cam, upsampled=upsampled, weights=weights,
