@@ -164,7 +164,7 @@ def write(out_dir: str, name: str, method: str, fmt: str, clip, heat,
   label = contract.label(chosen)
   shown = overlay.normalised(heat)
   if fmt == 'png':
-    title = f'{name}: {method}, class {label} (p={score:.3f})'
+    title = f'{name}: {method}, class {label} (p={score:.3g})'
     image = overlay.png_grid(frames, shown, title)
   else:
     image = overlay.gif(frames, shown, _frame_rate(contract))
