@@ -112,8 +112,11 @@ def test_layers_are_the_features_a_module_outputs(tsn):
   model, variables, clip = tsn
   # TSN's blocks shift nothing, so a block passes its input on: each
   # stage is still found at its own last block.
-  assert gradcam.layers(model, variables, clip) == {
-      f'layer{i}': (f'layer{i}/block1',) for i in range(1, 5)}
+  want = {f'layer{i}': (f'layer{i}/block1',) for i in range(1, 5)}
+  assert gradcam.layers(model, variables, clip) == want
+  # Rematerialised blocks output values inside a checkpointed call: the
+  # model is explained without remat (same parameters, same values).
+  assert gradcam.layers(model.clone(remat='block'), variables, clip) == want
   with pytest.raises(VidjaxError, match=r"^unknown layer 'Mixed_5c'; "
                      r'layers: layer1, layer2, layer3, layer4$'):
     gradcam.gradcam(model, variables, clip, 'Mixed_5c')

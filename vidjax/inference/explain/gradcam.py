@@ -44,10 +44,20 @@ class GradCam:
   target: int
 
 
+def without_remat(model):
+  """The same model without rematerialisation (a training-memory option:
+  the same parameters and values), whose submodules' outputs are the
+  features themselves rather than values inside a checkpointed call."""
+  if getattr(model, 'remat', 'none') != 'none':
+    return model.clone(remat='none')
+  return model
+
+
 def _check_convolutional(model):
   if isinstance(model, timesformer.TimeSformer):
     raise VidjaxError('Grad-CAM needs a convolutional model; TimeSformer has '
                       'no conv feature maps (use --method=rollout)')
+  return without_remat(model)
 
 
 def layers(model, variables, clip) -> dict[str, tuple[str, ...]]:
@@ -56,7 +66,7 @@ def layers(model, variables, clip) -> dict[str, tuple[str, ...]]:
   The names are the 5-D ([N, T, H, W, C]) entries of the model's features
   that are some submodule's output (not a bare max-pool's).
   """
-  _check_convolutional(model)
+  model = _check_convolutional(model)
   found = {}
 
   def trace(variables, clip):
@@ -120,6 +130,7 @@ def gradcam(model, variables, clip, layer: str | None = None,
   top class) at `layer` (default: the last conv block)."""
   if clip.shape[0] != 1:
     raise ValueError(f'gradcam explains one clip, got {clip.shape[0]}')
+  model = _check_convolutional(model)
   names = layers(model, variables, clip)
   layer = resolve_layer(names, layer)
   path = names[layer]

@@ -192,7 +192,7 @@ def attention_of(model, variables, clip) -> tuple[np.ndarray, list[dict]]:
     raise VidjaxError(f'attention rollout needs a TimeSformer; '
                       f'{type(model).__name__} has no attention (use '
                       '--method=gradcam)')
-  sowing = model.clone(sow_weights=True)
+  sowing = model.clone(sow_weights=True, remat='none')
 
   def run(variables, clip):
     logits, state = sowing.apply(variables, clip, train=False,
