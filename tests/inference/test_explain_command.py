@@ -1,4 +1,5 @@
 """python -m vidjax.explain: the files it writes and its one-line errors."""
+import errno
 import os
 
 import flax.linen as nn
@@ -12,6 +13,7 @@ from tests.inference import workdirs
 from tests.inference.test_explain_gradcam import he_normal
 from vidjax.inference.explain import command
 from vidjax.models import create_model
+from vidjax.tools import files
 
 SIZE = 16
 
@@ -60,7 +62,7 @@ def test_gradcam_writes_the_grid_and_the_arrays(sources, capfd, tmp_path):
                               sources['video'], f'--out={out}', '--target=3')
   assert code == 0, err
   png, npz = out / 'clip.gradcam.png', out / 'clip.gradcam.npz'
-  assert stdout.split() == [str(png), str(npz)]
+  assert stdout.split() == [str(npz), str(png)]
   assert sorted(os.listdir(out)) == ['clip.gradcam.npz', 'clip.gradcam.png']
   with Image.open(png) as image:
     # One column of 1.6 in per frame, two rows: 3.6 in, at 100 dpi.
@@ -122,4 +124,18 @@ def test_an_unreadable_video(sources, capfd, tmp_path):
   assert (code, out) == (1, '')
   assert err.startswith(f'vidjax: error: {sources["broken"]}')
   assert err.count('\n') == 1 and 'Traceback' not in err
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_leaves_no_file(sources, capfd, tmp_path, monkeypatch):
+  # ENOSPC from the write's fsync (monkeypatched): one line, and neither a
+  # temporary file nor a partial image stays in --out.
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(files.os, 'fsync', full)
+  code, out, err = run_cli(capfd, f'--checkpoint={sources["timesformer"]}',
+                           sources['video'], f'--out={tmp_path}')
+  npz = tmp_path / 'clip.rollout.npz'
+  assert (code, out, err) == (
+      1, '', f'vidjax: error: cannot write {npz}: No space left on device\n')
   assert os.listdir(tmp_path) == []

@@ -172,9 +172,9 @@ def write(out_dir: str, name: str, method: str, fmt: str, clip, heat,
   arrays = dict(arrays, map=heat.astype(np.float32),
                 frames=frames.astype(np.float32), class_index=chosen,
                 class_name=label, score=score, method=method)
-  files.write_bytes(f'{stem}.{fmt}', image)
   files.write_bytes(f'{stem}.npz', overlay.npz(**arrays))
-  return [f'{stem}.{fmt}', f'{stem}.npz']
+  files.write_bytes(f'{stem}.{fmt}', image)
+  return [f'{stem}.npz', f'{stem}.{fmt}']
 
 
 def _frame_rate(contract) -> float:
