@@ -110,10 +110,15 @@ def test_rollout_writes_a_gif_and_keeps_the_temporal_maps(sources, capfd,
     ('tsn', ['--target=jumping'],
      '--target=jumping is neither a class index (0..4) nor a class name of '
      'this checkpoint'),
+    ('timesformer', ['--layer=attn'],
+     '--layer is for Grad-CAM; rollout goes through every attention layer'),
+    ('tsn', ['--view=9'],
+     "--view=9 is not one of this checkpoint's views (0..0)"),
 ])
 def test_bad_requests(sources, capfd, tmp_path, source, flags, message):
+  # Refused before the video is read (the broken one would say so).
   code, out, err = run_cli(capfd, f'--checkpoint={sources[source]}',
-                           sources['video'], f'--out={tmp_path}', *flags)
+                           sources['broken'], f'--out={tmp_path}', *flags)
   assert (code, out, err) == (1, '', f'vidjax: error: {message}\n')
   assert os.listdir(tmp_path) == []
 

@@ -84,10 +84,27 @@ def _define_flags(argv):
 
 def method_for(model, method: str | None) -> str:
   """The method asked for, or the model's: rollout for a TimeSformer."""
-  attention = isinstance(model, timesformer.TimeSformer)
   if method is None:
+    attention = isinstance(model, timesformer.TimeSformer)
     return 'rollout' if attention else 'gradcam'
   return method
+
+
+def check_request(loaded, method: str, layer: str | None) -> str | None:
+  """Refuses what cannot be done before any video is read; returns the
+  Grad-CAM layer (the default named) or None for rollout."""
+  if method == 'rollout':
+    rollout_lib.check_model(loaded.model)
+    if layer is not None:
+      raise VidjaxError('--layer is for Grad-CAM; rollout goes through '
+                        'every attention layer')
+    return None
+  model = gradcam_lib.check_model(loaded.model)
+  c = loaded.contract
+  shape = np.zeros((1, c.num_frames, c.crop_size, c.crop_size, 3),
+                   np.float32)
+  return gradcam_lib.resolve_layer(
+      gradcam_lib.layers(model, loaded.variables, shape), layer)
 
 
 def target_index(target: str | None, contract) -> int | None:
@@ -114,13 +131,17 @@ def default_view(contract) -> int:
       contract.num_test_crops // 2)
 
 
-def read_view(path: str, contract, view: int | None) -> np.ndarray:
-  """[1, T, crop, crop, 3]: one of evaluation's views of the video."""
+def check_view(view: int | None, contract) -> int:
+  """--view, or the default; VidjaxError past the contract's views."""
   view = default_view(contract) if view is None else view
   if view >= contract.num_views:
-    raise VidjaxError(f'--view={view}: this checkpoint makes '
-                      f'{contract.num_views} views (0..'
-                      f'{contract.num_views - 1})')
+    raise VidjaxError(f'--view={view} is not one of this checkpoint\'s '
+                      f'views (0..{contract.num_views - 1})')
+  return view
+
+
+def read_view(path: str, contract, view: int) -> np.ndarray:
+  """[1, T, crop, crop, 3]: one of evaluation's views of the video."""
   clip, crop = divmod(view, contract.num_test_crops)
   with video_input.VideoReader(path, contract) as reader:
     jpegs = [jpeg for _, jpeg in reader.encoded()]
@@ -138,9 +159,6 @@ def explain_clip(loaded, clip: np.ndarray, method: str, *,
     return cam.upsampled, cam.target, dict(
         logits=cam.logits, cam=cam.cam, weights=cam.weights,
         layer=cam.layer)
-  if layer is not None:
-    raise VidjaxError('--layer is for Grad-CAM; rollout goes through every '
-                      'attention layer')
   logits, result = rollout_lib.explain(model, variables, clip)
   chosen = int(np.argmax(logits)) if target is None else target
   arrays = dict(logits=logits, cls_map=result.cls_map,
@@ -205,11 +223,13 @@ def main(argv: Sequence[str]) -> int:
     out_dir = _make_out(holders['out'].value)
     loaded = source_flags.load(holders)
     method = method_for(loaded.model, holders['method'].value)
+    layer = check_request(loaded, method, holders['layer'].value)
     target = target_index(holders['target'].value, loaded.contract)
+    view = check_view(holders['view'].value, loaded.contract)
     for path in videos:
-      clip = read_view(path, loaded.contract, holders['view'].value)
-      heat, chosen, arrays = explain_clip(
-          loaded, clip, method, layer=holders['layer'].value, target=target)
+      clip = read_view(path, loaded.contract, view)
+      heat, chosen, arrays = explain_clip(loaded, clip, method, layer=layer,
+                                          target=target)
       name = os.path.splitext(os.path.basename(path))[0]
       for written in write(out_dir, name, method, holders['format'].value,
                            clip, heat, chosen, arrays, loaded.contract):

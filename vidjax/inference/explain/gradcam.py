@@ -53,7 +53,8 @@ def without_remat(model):
   return model
 
 
-def _check_convolutional(model):
+def check_model(model):
+  """`model` without remat; VidjaxError for a model without conv maps."""
   if isinstance(model, timesformer.TimeSformer):
     raise VidjaxError('Grad-CAM needs a convolutional model; TimeSformer has '
                       'no conv feature maps (use --method=rollout)')
@@ -66,7 +67,7 @@ def layers(model, variables, clip) -> dict[str, tuple[str, ...]]:
   The names are the 5-D ([N, T, H, W, C]) entries of the model's features
   that are some submodule's output (not a bare max-pool's).
   """
-  model = _check_convolutional(model)
+  model = check_model(model)
   found = {}
 
   def trace(variables, clip):
@@ -130,7 +131,7 @@ def gradcam(model, variables, clip, layer: str | None = None,
   top class) at `layer` (default: the last conv block)."""
   if clip.shape[0] != 1:
     raise ValueError(f'gradcam explains one clip, got {clip.shape[0]}')
-  model = _check_convolutional(model)
+  model = check_model(model)
   names = layers(model, variables, clip)
   layer = resolve_layer(names, layer)
   path = names[layer]

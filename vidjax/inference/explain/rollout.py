@@ -182,16 +182,21 @@ def sown_blocks(intermediates: dict, scheme: str) -> list[dict]:
   return blocks
 
 
+def check_model(model):
+  """VidjaxError unless `model` has attention to roll out."""
+  if not isinstance(model, timesformer.TimeSformer):
+    raise VidjaxError(f'attention rollout needs a TimeSformer; '
+                      f'{type(model).__name__} has no attention (use '
+                      '--method=gradcam)')
+
+
 def attention_of(model, variables, clip) -> tuple[np.ndarray, list[dict]]:
   """(logits [N, classes], head-averaged sown weights per block).
 
   The heads are averaged inside the jitted call, so only the averaged
   maps leave it (the joint scheme's are [1 + T·S]² per block).
   """
-  if not isinstance(model, timesformer.TimeSformer):
-    raise VidjaxError(f'attention rollout needs a TimeSformer; '
-                      f'{type(model).__name__} has no attention (use '
-                      '--method=gradcam)')
+  check_model(model)
   sowing = model.clone(sow_weights=True, remat='none')
 
   def run(variables, clip):
