@@ -78,7 +78,8 @@ def patch_groups(how: str, frames: int, grid: tuple[int, int]) -> np.ndarray:
   """
   s = grid[0] * grid[1]
   index = jnp.arange(frames * s, dtype=jnp.int32).reshape(1, frames, s, 1)
-  groups, _ = timesformer._group(index, how, grid)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  groups, _ = timesformer._group(index, how, grid)
   return np.asarray(groups)[0, ..., 0]
 
 
@@ -111,8 +112,8 @@ def rollout(blocks: list[dict[str, np.ndarray]], scheme: str, frames: int,
   steps = _steps(scheme)
   space_only = scheme == 'space_only'
   num_patches = frames * grid[0] * grid[1]
-  cls = np.full(frames if space_only else 1, 1.0 / (frames if space_only
-                                                    else 1))
+  copies = frames if space_only else 1   # Class tokens the head averages.
+  cls = np.full(copies, 1.0 / copies)
   patches = np.zeros(num_patches)
   temporal = None
   groups = {how: patch_groups(how, frames, grid) for _, how in steps}
