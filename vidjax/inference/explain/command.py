@@ -28,9 +28,13 @@ layer's size, weights, layer; rollout: cls_map [T, h, w], cls_self,
 temporal [h, w, T, T] where the scheme has a temporal step). Each file is
 written whole or not at all.
 
+The request (method against the model, --layer, --target, --view) is
+checked before any video is read. Videos are explained in order; the
+first that cannot be read ends the run (files already written stay).
 Bad input (a model without attention asked for rollout, a TimeSformer
 asked for Grad-CAM, a layer that does not exist, an unreadable video, a
-checkpoint without a contract) prints one `vidjax: error:` line, exit 1.
+checkpoint without a contract, a full disk) prints one `vidjax: error:`
+line, exit 1.
 """
 from __future__ import annotations
 
