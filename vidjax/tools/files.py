@@ -41,13 +41,18 @@ def check_writable(path: str, flag: str) -> str:
 
 
 def write_text(path: str, text: str):
-  """Writes `text` to `path` through a temporary file beside it: on failure
-  the previous file at `path` stays as it was."""
+  """Writes `text` (UTF-8) to `path` through a temporary file beside it: on
+  failure the previous file at `path` stays as it was."""
+  write_bytes(path, text.encode('utf-8'))
+
+
+def write_bytes(path: str, data: bytes):
+  """`write_text` for bytes (images, archives)."""
   tmp = None
   try:
     fd, tmp = _temporary_beside(path)
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -58,4 +63,3 @@ def write_text(path: str, text: str):
     if tmp is not None:
       with contextlib.suppress(OSError):
         os.remove(tmp)
-
