@@ -40,13 +40,13 @@ def check_writable(path: str, flag: str) -> str:
   return path
 
 
-def write_text(path: str, text: str):
-  """Writes `text` to `path` through a temporary file beside it: on failure
-  the previous file at `path` stays as it was."""
+def write_text(path: str, text: str | bytes):
+  """Writes `text` (or bytes) to `path` through a temporary file beside it:
+  on failure the previous file at `path` stays as it was."""
   tmp = None
   try:
     fd, tmp = _temporary_beside(path)
-    with os.fdopen(fd, 'w') as f:
+    with os.fdopen(fd, 'wb' if isinstance(text, bytes) else 'w') as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
