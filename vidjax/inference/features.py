@@ -46,20 +46,20 @@ import time
 
 from absl import flags
 import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from vidjax import cli
 from vidjax.errors import VidjaxError
+from vidjax.inference import batching
 from vidjax.inference import feature_files
 from vidjax.inference import layers as layers_lib
+from vidjax.inference import predict
 from vidjax.inference import source_flags
 from vidjax.inference import video_input
 
 VIEWS = ('mean', 'all')
-# What a folder's listing takes for a video (a file named on the command
-# line is taken whatever its name).
-VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v',
-                    '.mpg', '.mpeg')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,20 +70,15 @@ class Video:
 
 
 def videos_in(paths: Sequence[str]) -> list[Video]:
-  """The files named, and the video files under the folders named."""
+  """The files named, and the video files under the folders named
+  (predict's listing); a video's name is its path inside the folder, or
+  its file name, without the extension."""
   found = []
   for given in paths:
-    if not os.path.isdir(given):
-      found.append(Video(given, os.path.splitext(os.path.basename(given))[0]))
-      continue
-    for root, dirs, names in os.walk(given, followlinks=True):
-      dirs.sort()
-      for name in sorted(names):
-        stem, ext = os.path.splitext(name)
-        if ext.lower() in VIDEO_EXTENSIONS and not name.startswith('.'):
-          path = os.path.join(root, name)
-          found.append(Video(path, os.path.join(
-              os.path.relpath(root, given), stem).removeprefix('./')))
+    for path in predict.find_videos([given])[0]:
+      inside = (os.path.relpath(path, given) if os.path.isdir(given)
+                else os.path.basename(path))
+      found.append(Video(path, os.path.splitext(inside)[0]))
   by_name = {}
   for video in found:
     other = by_name.setdefault(video.name, video)
@@ -99,22 +94,33 @@ def videos_in(paths: Sequence[str]) -> list[Video]:
 
 class FeatureRunner:
   """Windows' views → their features, a fixed number of windows per call
-  (the last batch padded with zeros), so the model compiles once."""
+  (the last batch padded with zeros), so the model compiles once. With
+  several devices the windows of a batch are split over a one-axis mesh
+  (as predict's, inference/batching.py), the weights replicated."""
 
   def __init__(self, loaded, layer: str, pool: str, views: str,
-               batch_size: int):
+               batch_size: int, devices=None):
     contract = loaded.contract
-    self.windows_per_batch = max(1, batch_size // contract.num_views)
+    # Auto, not jax.make_mesh's default Explicit axes: under Explicit the
+    # models' reshapes of a split batch (TimeSformer's patch einops) fail.
+    self.mesh = jax.make_mesh(
+        (len(devices or jax.devices()),), (batching.AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+    self.windows_per_batch = batching.batch_size_for(
+        max(1, batch_size // contract.num_views), self.mesh)
     self._extract = layers_lib.make_extractor(
         loaded.model, contract.model_name, layer, pool,
         average_views=views == 'mean')
-    self._variables = jax.device_put(loaded.variables)
+    self._variables = jax.device_put(
+        loaded.variables, NamedSharding(self.mesh, P()))
 
   def __call__(self, views: Sequence[np.ndarray]) -> np.ndarray:
     n = len(views)
     batch = np.stack(list(views) + [np.zeros_like(views[0])] * (
         self.windows_per_batch - n))
-    return np.asarray(self._extract(self._variables, batch))[:n]
+    features = self._extract(self._variables,
+                             batching.shard_batch(batch, self.mesh))
+    return np.asarray(features)[:n]
 
 
 def compute(windows: Iterable, runner: FeatureRunner):
@@ -192,7 +198,9 @@ class Progress:
 
 
 def _reason(error: BaseException, path: str) -> str:
-  text = ' '.join(str(error).split()) or type(error).__name__
+  """Why a video failed, without its path (the line names it)."""
+  reason = getattr(error, 'reason', None)  # video_io.VideoError's.
+  text = reason or ' '.join(str(error).split()) or type(error).__name__
   return text.removeprefix(f'{path}: ')
 
 
@@ -297,7 +305,8 @@ def run(holders, paths: Sequence[str], out=None) -> int:
   contract.require(video_input.NEEDS_JPEG, loaded.source.describe())
   videos = videos_in(paths)
   if not videos:
-    raise VidjaxError(f'no video files ({", ".join(VIDEO_EXTENSIONS)}) in '
+    raise VidjaxError(f'no video files '
+                      f'({", ".join(predict.VIDEO_EXTENSIONS)}) in '
                       f'{", ".join(paths)}')
   pool, views = holders['pool'].value, holders['views'].value
   shape = layers_lib.pooled_shape(layers[layer], pool)
