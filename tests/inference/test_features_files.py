@@ -242,3 +242,25 @@ def test_videos_in_a_folder(tmp_path):
   assert str(e.value) == (f'{tmp_path}/in/b.mp4 and /y/b.avi would both '
                           'write b.npz; give them in separate runs with '
                           'separate --out')
+
+
+def test_windows_are_batched_in_order():
+  """compute(): 5 fake windows through a runner of 2 windows per call
+  (3 calls, the last of 1 window), rows and times in window order."""
+  windows = [types.SimpleNamespace(index=i, start_s=i / 2, end_s=i / 2 + 1,
+                                   views=np.full((3, 1), i, np.float32))
+             for i in range(5)]
+  calls = []
+
+  def runner(views):
+    calls.append(len(views))
+    return np.stack([v.mean(0) * 10 for v in views])
+
+  runner.windows_per_batch = 2
+  got, start_s, end_s = features_lib.compute(iter(windows), runner)
+  assert calls == [2, 2, 1]
+  np.testing.assert_array_equal(got[:, 0], [0, 10, 20, 30, 40])
+  np.testing.assert_array_equal(start_s, [0, 0.5, 1, 1.5, 2])
+  np.testing.assert_array_equal(end_s, start_s + 1)
+  with pytest.raises(VidjaxError, match='no window to extract'):
+    features_lib.compute(iter([]), runner)

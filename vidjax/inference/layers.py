@@ -60,6 +60,19 @@ def _holds(value, tree) -> bool:
   return any(value is leaf for leaf in jax.tree.leaves(tree))
 
 
+def _place(value, calls) -> tuple[int, int]:
+  """Where a named feature sits among the calls: after the module that
+  made it, else before the first that reads it (a max-pool's output),
+  else at the end. Told by identity: the same traced array."""
+  for i, (_, _, _, output) in enumerate(calls):
+    if _holds(value, output):
+      return i, 2
+  for i, (_, _, args, _) in enumerate(calls):
+    if _holds(value, args):
+      return i, 0
+  return len(calls), 0
+
+
 def activations(model: nn.Module, variables, clips: jax.Array,
                 head: str) -> dict[str, jax.Array]:
   """Every layer's activation on `clips`, by name, from input to output.
@@ -88,13 +101,8 @@ def activations(model: nn.Module, variables, clips: jax.Array,
     elif module_type is not nn.Dropout:
       entries += [(i, 1, n, v) for n, v in _parts(name, module_type, output)]
   for name, value in features.items():
-    # A named feature sits after the module that made it, else before the
-    # first that reads it (a max-pool's output), else at the end.
-    place = next(((i, 2) for i, c in enumerate(calls) if _holds(value, c[3])),
-                 None) or next(((i, 0) for i, c in enumerate(calls)
-                                if _holds(value, c[2])), (len(calls), 0))
-    entries = [e for e in entries if e[2] != name]
-    entries.append((*place, name, value))
+    entries = [e for e in entries if e[2] != name]  # The feature wins.
+    entries.append((*_place(value, calls), name, value))
   entries.sort(key=lambda e: e[:2])  # Stable: ties keep their order.
   return {name: value for _, _, name, value in entries}
 
@@ -157,6 +165,7 @@ def make_extractor(model: nn.Module, model_name: str, layer: str,
 
   [B, V, *shape] per view, or [B, *shape] averaged over the V views.
   """
+  check_pool(pool)
   model = for_inference(model)
   head = registry.get_spec(model_name).head
 
