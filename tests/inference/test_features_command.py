@@ -80,6 +80,24 @@ def test_folder_features_are_the_models(setup, capsys):
   assert os.stat(out / 'a.npz').st_mtime_ns == mtime
 
 
+def test_per_view_activations(setup, capsys):
+  """--views=all --pool=none: every view's activation as is."""
+  root = setup
+  out = root / 'views'
+  assert run([f'--checkpoint={root}/wd', f'--out={out}', '--views=all',
+              '--pool=none', '--layer=blocks_0/patches',
+              str(root / 'videos' / 'a.mp4')]) == 0
+  capsys.readouterr()
+  manifest = json.loads((out / 'manifest.json').read_text())
+  # 6 views (2 clips x 3 crops) of 2 frames x 2x2 patches x 16 channels.
+  assert manifest['feature_shape'] == [6, 2, 4, 16]
+  assert (manifest['settings']['views'], manifest['settings']['pool']) == (
+      'all', 'none')
+  with np.load(out / 'a.npz') as z:
+    assert z['features'].shape == (1, 6, 2, 4, 16)
+    np.testing.assert_allclose(z['end_s'], [2.0])  # One window: the video.
+
+
 def test_bad_input_is_one_line(setup, capsys):
   root = setup
   assert run([f'--checkpoint={root}/wd', f'--out={root}/x', '--layer=blocks_9',
