@@ -30,7 +30,10 @@ AXIS = 'data'
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   devices = list(devices or jax.devices())
-  return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
+  # Auto axes: jax.make_mesh's default (Explicit) makes TimeSformer's
+  # reshape of a split batch a ShardingTypeError on 2+ devices.
+  return jax.make_mesh((len(devices),), (AXIS,), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def batch_size_for(batch_size: int, mesh) -> int:

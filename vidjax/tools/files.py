@@ -40,10 +40,10 @@ def check_writable(path: str, flag: str) -> str:
   return path
 
 
-def write_text(path: str, text: str):
-  """Writes `text` (UTF-8) to `path` through a temporary file beside it: on
-  failure the previous file at `path` stays as it was."""
-  write_bytes(path, text.encode('utf-8'))
+def write_text(path: str, text: str | bytes):
+  """Writes `text` (UTF-8; or bytes) to `path` through a temporary file
+  beside it: on failure the previous file at `path` stays as it was."""
+  write_bytes(path, text if isinstance(text, bytes) else text.encode('utf-8'))
 
 
 def write_bytes(path: str, data: bytes):
