@@ -101,11 +101,7 @@ class FeatureRunner:
   def __init__(self, loaded, layer: str, pool: str, views: str,
                batch_size: int, devices=None):
     contract = loaded.contract
-    # Auto, not jax.make_mesh's default Explicit axes: under Explicit the
-    # models' reshapes of a split batch (TimeSformer's patch einops) fail.
-    self.mesh = jax.make_mesh(
-        (len(devices or jax.devices()),), (batching.AXIS,),
-        axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+    self.mesh = batching.make_mesh(devices)
     self.windows_per_batch = batching.batch_size_for(
         max(1, batch_size // contract.num_views), self.mesh)
     self._extract = layers_lib.make_extractor(
