@@ -1,0 +1,75 @@
+"""A fixed-shape TF function as a TFLite flatbuffer, or why it cannot be.
+
+Builtin ops first (what every TFLite runtime has), then with
+SELECT_TF_OPS (needs the Flex delegate). When both refuse, one
+VidjaxError names the op that stops the converter, the converter's
+reason and the JAX op it came from (the StableHLO location jax2tf
+keeps), e.g.
+
+  TFLite cannot convert s3dg: 'tfl.batch_matmul' op found invalid output
+  rank, expected 3 but got 5 (from the JAX op
+  InceptionVideoNet/Conv2d_2c_3x3_gating/gate/dot_general) ...
+"""
+from __future__ import annotations
+
+import re
+
+import tensorflow as tf
+
+from vidjax.errors import VidjaxError
+
+OP_SETS = (
+    ('builtin ops', (tf.lite.OpsSet.TFLITE_BUILTINS,)),
+    ('builtin + SELECT_TF_OPS', (tf.lite.OpsSet.TFLITE_BUILTINS,
+                                 tf.lite.OpsSet.SELECT_TF_OPS)),
+)
+_OP = re.compile(r"'([A-Za-z_][\w.]*)' op")
+_JIT = re.compile(r'^jit\([^)]*\)/')
+
+
+def convert(function, module: tf.Module, what: str) -> tuple[bytes, str]:
+  """(flatbuffer, the op set that converted) of `function` (fixed shapes).
+
+  `module` holds the variables it reads; `what` names the model in the
+  error.
+  """
+  concrete = function.get_concrete_function()
+  first = None
+  for name, ops in OP_SETS:
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete], module)
+    converter.target_spec.supported_ops = set(ops)
+    try:
+      return converter.convert(), name
+    except Exception as e:  # pylint: disable=broad-except
+      # ConverterError, or what the MLIR passes raise on the way.
+      first = first or e
+  raise VidjaxError(
+      f'TFLite cannot convert {what}: {refusal(first)}; tried '
+      f'{" and ".join(n for n, _ in OP_SETS)} (the SavedModel itself '
+      'exports: run without --tflite)') from first
+
+
+def refusal(error: BaseException) -> str:
+  """The converter's first error: its message and the JAX op behind it."""
+  for item in getattr(error, 'errors', None) or ():
+    message = ' '.join(item.error_message.split())
+    if not message:
+      continue
+    if not _OP.search(message) and item.operator.name:
+      message = f"'{item.operator.name}' op: {message}"
+    origin = jax_op(item)
+    return f'{message} (from the JAX op {origin})' if origin else message
+  lines = [l.strip() for l in str(error).splitlines() if 'error:' in l]
+  text = lines[0].split('error:', 1)[1] if lines else str(error)
+  return ' '.join(text.split())[:300] or type(error).__name__
+
+
+def jax_op(item) -> str | None:
+  """The JAX name (module path / primitive) in an error's location."""
+  calls = getattr(getattr(item, 'location', None), 'call', ())
+  for call in calls:
+    name = getattr(call, 'name', '')
+    if name and not name.startswith('XlaCallModule'):
+      return _JIT.sub('', name)
+  return None
