@@ -8,7 +8,9 @@ Tiny on purpose: Inception at depth_multiplier 1/8 (min_depth 8) on
 random (from eval_shape: nothing is initialised), BN statistics too, so a
 dropped collection or a swapped layer shows.
 """
+import contextlib
 import errno
+import io
 import json
 import os
 
@@ -192,7 +194,7 @@ def test_savedmodel_says_how_to_make_its_input(clip_exports):
       'Decode at 12.5 fps, short side 36 (as the training records were '
       'prepared, JPEG quality 90); take 2 consecutive frames, one every 2; '
       'resize the short side to 37; cut the centre 32x32 (the test '
-      'protocol: 1 clips x 1 crops, logits averaged); scale RGB to [0, 1], '
+      'protocol: 1 clip x 1 crop, logits averaged); scale RGB to [0, 1], '
       f'subtract mean {list(loaded.contract.mean)}, divide by std '
       f'{list(loaded.contract.std)}; float32 [N, T, H, W, 3] (NTHWC).')
   assert info['fingerprint'] == loaded.fingerprint
@@ -219,6 +221,27 @@ def test_tflite_refusal_names_the_op(clip_exports, tmp_path):
   assert os.listdir(tmp_path) == []  # Nothing written, no temporary left.
 
 
+def test_fixed_batch_and_clip_tflite(clip_exports, tmp_path):
+  loaded, _, _ = clip_exports('tsn_r18')
+  out = tmp_path / 'fixed'
+  info = export.export(loaded, str(out), batch_size=2, tflite=True,
+                       platforms=('cpu',))
+  assert info['tflite'] == {
+      'file': 'model.tflite', 'batch_size': 2, 'ops': 'builtin ops',
+      'signatures': {'serving_default': {'inputs': ['clip'],
+                                         'outputs': ['features', 'logits']}}}
+  clip = np.asarray(jax.random.normal(jax.random.key(3), (2, 2, 32, 32, 3)))
+  logits = jax.jit(lambda v, x: loaded.model.apply(v, x, train=False))(
+      loaded.variables, clip)
+  serve = tf.saved_model.load(str(out)).signatures['serving_default']
+  assert serve.structured_input_signature[1]['clip'].shape.as_list() == [
+      2, 2, 32, 32, 3]
+  assert_close(serve(clip=tf.constant(clip))['logits'].numpy(), logits)
+  runner = tf.lite.Interpreter(
+      model_path=str(out / 'model.tflite')).get_signature_runner()
+  assert_close(runner(clip=clip)['logits'], logits)
+
+
 # ---------------------------------------------------------------------------
 # (b) The online TSM step: state explicit, through SavedModel and TFLite.
 # ---------------------------------------------------------------------------
@@ -235,24 +258,36 @@ def online(tmp_path_factory):
   write_random_workdir(str(root / 'workdir'), config)
   loaded = loader.load(str(root / 'workdir'))
   out = root / 'exported'
-  try:
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
     code = export_command.main(['vidjax.export',
                                 f'--checkpoint={root / "workdir"}',
                                 f'--out={out}', '--tflite'])
-  except SystemExit as e:
-    code = e.code
   assert code == 0
   clip = np.asarray(jax.random.normal(
       jax.random.key(2), (2, ONLINE_FRAMES, ONLINE_CROP, ONLINE_CROP, 3)))
   logits, features = jax.jit(lambda v, x: loaded.model.apply(
       v, x, train=False, return_features=True))(loaded.variables, clip)
   return dict(root=root, out=out, loaded=loaded, clip=clip,
+              stdout=stdout.getvalue(),
               logits=np.asarray(logits),
               frame_logits=np.asarray(features['frame_logits']))
 
 
 def test_cli_writes_the_export(online):
   out = online['out']
+  lines = online['stdout'].splitlines()
+  assert lines[0] == (
+      f'{out}: SavedModel of tsm_online_r18 (weights '
+      f'{online["loaded"].fingerprint}, {online["root"] / "workdir"} (step '
+      '10)), batch polymorphic, for cpu, cuda, tpu')
+  assert lines[1:4] == [
+      '  serving_default: (clip [None, 4, 32, 32, 3]) -> (features '
+      '[None, 64], logits [None, 5])',
+      '  stream_step: (frame [None, 32, 32, 3], 8 state_* tensors) -> '
+      '(logits [None, 5], 8 state_* tensors)',
+      '  init_state: (batch_size []) -> (8 state_* tensors)']
+  assert lines[-1] == f'{out}/stream_step.tflite: TFLite (builtin ops), batch 1'
   assert sorted(os.listdir(out)) == [
       'assets', 'fingerprint.pb', 'saved_model.pb', 'stream_step.tflite',
       'variables']
@@ -344,6 +379,14 @@ def test_out_that_cannot_be_written(capfd, online, tmp_path):
   assert code == 1
   assert error_line(err) == (f'vidjax: error: cannot write {out}: '
                              f'{tmp_path / "file"} is not a directory')
+
+
+def test_unknown_platform(capfd, online, tmp_path):
+  code, _, err = run_cli(capfd, f'--checkpoint={online["root"] / "workdir"}',
+                         f'--out={tmp_path / "x"}', '--platforms=cpu,rocm')
+  assert code == 1
+  assert error_line(err) == ('vidjax: error: --platforms=cpu,rocm: want some '
+                             'of cpu,cuda,tpu')
 
 
 def test_checkpoint_without_fps(capfd, tmp_path):

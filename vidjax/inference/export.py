@@ -32,6 +32,7 @@ import json
 import os
 import tempfile
 from typing import Any
+import warnings
 
 import flax.linen as nn
 import jax
@@ -64,6 +65,10 @@ def is_online(model: nn.Module) -> bool:
           and not model.temporal_pool)
 
 
+def _count(n: int, noun: str) -> str:
+  return f'{n} {noun}{"" if n == 1 else "s"}'
+
+
 def input_recipe(contract: contract_lib.Contract) -> str:
   """How to make the clip from a video, in words, from the contract."""
   c = contract
@@ -82,8 +87,9 @@ def input_recipe(contract: contract_lib.Contract) -> str:
       f'Decode at {fps}, {short} (as the training records were '
       f'prepared{jpeg}); take {frames}{reverse}; resize the short side to '
       f'{c.eval_short_side}; cut the centre {c.crop_size}x{c.crop_size} '
-      f'(the test protocol: {c.num_test_clips} clips x {c.num_test_crops} '
-      'crops, logits averaged); scale RGB to [0, 1], subtract mean '
+      f'(the test protocol: {_count(c.num_test_clips, "clip")} x '
+      f'{_count(c.num_test_crops, "crop")}, logits averaged); scale RGB to '
+      '[0, 1], subtract mean '
       f'{list(c.mean)}, divide by std {list(c.std)}; float32 '
       '[N, T, H, W, 3] (NTHWC).')
 
@@ -152,7 +158,9 @@ def _tflite(module, model, contract, shapes, batch_size: int,
   name = contract.model_name
   what = f'the {name} stream step' if online else name
   flatbuffer, ops = export_tflite.convert(function, module, what)
-  runner = tf.lite.Interpreter(model_content=flatbuffer)
+  with warnings.catch_warnings():  # Its deprecation, not the user's doing.
+    warnings.simplefilter('ignore')
+    runner = tf.lite.Interpreter(model_content=flatbuffer)
   return flatbuffer, {'file': TFLITE_STREAM if online else TFLITE_CLIP,
                       'batch_size': batch_size, 'ops': ops,
                       'signatures': runner.get_signature_list()}

@@ -19,6 +19,7 @@ from absl import flags
 
 from vidjax import cli
 from vidjax.errors import VidjaxError
+from vidjax.inference import export_stream
 from vidjax.inference import source_flags
 from vidjax.inference.export_savedmodel import PLATFORMS
 
@@ -41,11 +42,23 @@ def _define_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, dict]:
           'batch_size', None, 'A fixed batch for the SavedModel (default: '
           'any batch) and the TFLite model (default 1).', lower_bound=1,
           flag_values=fv),
-      platforms=flags.DEFINE_multi_enum(
-          'platforms', list(PLATFORMS), PLATFORMS, 'The platforms the '
-          'SavedModel runs on (each is lowered into it).', flag_values=fv),
+      platforms=flags.DEFINE_list(
+          'platforms', list(PLATFORMS), 'The platforms the SavedModel runs '
+          f'on, each lowered into it (of {",".join(PLATFORMS)}).',
+          flag_values=fv),
   )
   return fv, holders
+
+
+def _tensors(table: dict) -> str:
+  """'frame [None, 32, 32, 3], 8 state_* tensors' (each listed in
+  export.json)."""
+  shown = [f'{k} {v[0]}' for k, v in table.items()
+           if not k.startswith(export_stream.PREFIX)]
+  states = len(table) - len(shown)
+  if states:
+    shown.append(f'{states} {export_stream.PREFIX}* tensors')
+  return ', '.join(shown)
 
 
 def summary(out: str, info: dict) -> str:
@@ -54,9 +67,8 @@ def summary(out: str, info: dict) -> str:
            f'{info["fingerprint"]}, {info["source"]}), batch '
            f'{info["batch"]}, for {", ".join(info["platforms"])}']
   for name, table in info['signatures'].items():
-    inputs = ', '.join(f'{k} {v[0]}' for k, v in table['inputs'].items())
-    outputs = ', '.join(f'{k} {v[0]}' for k, v in table['outputs'].items())
-    lines.append(f'  {name}: ({inputs}) -> ({outputs})')
+    lines.append(f'  {name}: ({_tensors(table["inputs"])}) -> '
+                 f'({_tensors(table["outputs"])})')
   lines.append(f'  input: {info["input"]["how"]}')
   if 'tflite' in info:
     lite = info['tflite']
@@ -75,12 +87,17 @@ def main(argv: Sequence[str]) -> int:
       raise VidjaxError(f'unexpected arguments: {" ".join(rest[1:])}')
     if not holders['out'].value:
       raise VidjaxError('give the output directory with --out=DIR')
+    platforms = tuple(dict.fromkeys(holders['platforms'].value))
+    unknown = [p for p in platforms if p not in PLATFORMS]
+    if unknown or not platforms:
+      raise VidjaxError(f'--platforms={",".join(platforms)}: want some of '
+                        f'{",".join(PLATFORMS)}')
     from vidjax.inference import export  # pylint: disable=g-import-not-at-top
     loaded = source_flags.load(holders)
     info = export.export(
         loaded, holders['out'].value, batch_size=holders['batch_size'].value,
         tflite=holders['tflite'].value, overwrite=holders['overwrite'].value,
-        platforms=tuple(dict.fromkeys(holders['platforms'].value)))
+        platforms=platforms)
     print(summary(holders['out'].value, info), flush=True)
     return 0
 

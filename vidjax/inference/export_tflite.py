@@ -16,6 +16,7 @@ import re
 
 import tensorflow as tf
 
+from vidjax import platform
 from vidjax.errors import VidjaxError
 
 OP_SETS = (
@@ -40,7 +41,10 @@ def convert(function, module: tf.Module, what: str) -> tuple[bytes, str]:
         [concrete], module)
     converter.target_spec.supported_ops = set(ops)
     try:
-      return converter.convert(), name
+      # The converter's MLIR diagnostics go to fd 2 as well as into the
+      # error: a screen of locations each, for the one line below.
+      with platform.captured_stderr():
+        return converter.convert(), name
     except Exception as e:  # pylint: disable=broad-except
       # ConverterError, or what the MLIR passes raise on the way.
       first = first or e
