@@ -205,20 +205,39 @@ def test_savedmodel_says_how_to_make_its_input(clip_exports):
 
 
 def test_tflite_refusal_names_the_op(clip_exports, tmp_path):
-  """The Inception head's 1×1×1 conv is a Dense on [N, T, H, W, C]: TFLite
-  has no rank-5 batch_matmul, with builtin ops or SELECT_TF_OPS. (S3D-G
-  stops earlier, at its first self-gating Dense: Conv2d_2c_3x3_gating.)"""
+  """At batch 1 the converter folds the Inception head's Dense on
+  [1, T, 1, 1, C] into a rank-5 batch_matmul it cannot lower, with builtin
+  ops or SELECT_TF_OPS. (S3D-G stops earlier, at its first self-gating
+  Dense: Conv2d_2c_3x3_gating.)"""
   loaded, _, _ = clip_exports('i2d')
-  out = tmp_path / 'lite'
   with pytest.raises(VidjaxError) as error:
-    export.export(loaded, str(out), tflite=True)
+    export.export(loaded, str(tmp_path / 'lite'), tflite=True, batch_size=1)
   assert str(error.value) == (
-      "TFLite cannot convert i2d: 'tfl.batch_matmul' op found invalid "
-      'output rank, expected 3 but got 5 (from the JAX op '
+      "TFLite cannot convert i2d at batch 1: 'tfl.batch_matmul' op found "
+      'invalid output rank, expected 3 but got 5 (from the JAX op '
       'InceptionVideoNet/InceptionVideoNet.head/Logits/dot_general); tried '
       'builtin ops and builtin + SELECT_TF_OPS (the SavedModel itself '
       'exports: run without --tflite)')
   assert os.listdir(tmp_path) == []  # Nothing written, no temporary left.
+
+
+def test_inception_tflite_takes_any_batch(clip_exports, tmp_path):
+  """Without --batch_size, what batch 1 refuses converts at any batch."""
+  loaded, _, _ = clip_exports('i2d')
+  out = tmp_path / 'lite'
+  info = export.export(loaded, str(out), tflite=True, platforms=('cpu',))
+  assert info['tflite']['batch_size'] is None
+  assert info['tflite']['ops'] == 'builtin ops'
+  assert info['tflite']['refused'] == {'batch 1': (
+      "'tfl.batch_matmul' op found invalid output rank, expected 3 but got "
+      '5 (from the JAX op '
+      'InceptionVideoNet/InceptionVideoNet.head/Logits/dot_general)')}
+  clip = np.asarray(jax.random.normal(jax.random.key(4), (1, 4, 32, 32, 3)))
+  logits = jax.jit(lambda v, x: loaded.model.apply(v, x, train=False))(
+      loaded.variables, clip)
+  runner = tf.lite.Interpreter(
+      model_path=str(out / 'model.tflite')).get_signature_runner()
+  assert_close(runner(clip=clip)['logits'], logits)
 
 
 def test_fixed_batch_and_clip_tflite(clip_exports, tmp_path):
@@ -229,7 +248,8 @@ def test_fixed_batch_and_clip_tflite(clip_exports, tmp_path):
   assert info['tflite'] == {
       'file': 'model.tflite', 'batch_size': 2, 'ops': 'builtin ops',
       'signatures': {'serving_default': {'inputs': ['clip'],
-                                         'outputs': ['features', 'logits']}}}
+                                         'outputs': ['features', 'logits']}},
+      'refused': {}}
   clip = np.asarray(jax.random.normal(jax.random.key(3), (2, 2, 32, 32, 3)))
   logits = jax.jit(lambda v, x: loaded.model.apply(v, x, train=False))(
       loaded.variables, clip)
@@ -298,6 +318,8 @@ def test_cli_writes_the_export(online):
   info = json.loads((out / 'assets' / 'export.json').read_text())
   assert info['tflite']['file'] == 'stream_step.tflite'
   assert info['tflite']['ops'] == 'builtin ops'
+  assert info['tflite']['batch_size'] == 1
+  assert info['tflite']['refused'] == {}
   blocks = [s['block'] for s in info['stream_state']]
   assert blocks == sorted(f'layer{i}/block{j}' for i in range(1, 5)
                           for j in range(2))

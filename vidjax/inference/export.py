@@ -10,8 +10,10 @@ OUT is a TF SavedModel (`tf.saved_model.load(OUT)`, `saved_model_cli`):
                         outputs with shapes, how to make the input from a
                         video, the stream state's names and shapes, the
                         weights' fingerprint and source, the versions
-  model.tflite          with --tflite: the clip model at a fixed batch, or
-  stream_step.tflite    for an online TSM, its stream step
+  model.tflite          with --tflite: the clip model, or
+  stream_step.tflite    for an online TSM, its stream step (at batch 1, or
+                        at any batch where batch 1 does not convert, or
+                        at --batch_size)
 Signatures: `serving_default` (clip -> logits), `features` (clip ->
 logits, pre-logits), `metadata` (the two assets' text); an online TSM
 also `stream_step` and `init_state` (export_stream.py). The clip is the
@@ -141,29 +143,41 @@ def converter_errors(what: str, polymorphic: bool):
                       f': {line}{hint}') from e
 
 
-def _tflite(module, model, contract, shapes, batch_size: int,
+def _tflite(module, model, contract, shapes, batch_size: int | None,
             online: bool) -> tuple[bytes, dict[str, Any]]:
-  """(flatbuffer, its export.json entry); at a fixed batch and for one
-  platform (TFLite's own), which TFLite wants."""
-  crop = contract.crop_size
-  if online:
-    function = export_stream.step_function(
-        module, model, shapes, batch_size=batch_size, crop_size=crop,
-        platforms=('cpu',))
-  else:
-    function = export_savedmodel.clip_function(
-        module, model, platforms=('cpu',),
-        spec=export_savedmodel.clip_spec(batch_size, contract.num_frames,
-                                         crop))
-  name = contract.model_name
+  """(flatbuffer, its export.json entry), for one platform (TFLite's own).
+
+  At `batch_size`; without one at batch 1 (static shapes, what edge
+  runtimes do best), else at any batch (export_tflite.py says which
+  models need which).
+  """
+  crop, name = contract.crop_size, contract.model_name
   what = f'the {name} stream step' if online else name
-  flatbuffer, ops = export_tflite.convert(function, module, what)
+  refusals = []
+  for batch in (batch_size,) if batch_size else (1, None):
+    if online:
+      function = export_stream.step_function(
+          module, model, shapes, batch_size=batch, crop_size=crop,
+          platforms=('cpu',))
+    else:
+      function = export_savedmodel.clip_function(
+          module, model, platforms=('cpu',),
+          spec=export_savedmodel.clip_spec(batch, contract.num_frames, crop))
+    try:
+      flatbuffer, ops = export_tflite.convert(function, module)
+      break
+    except export_tflite.Refused as e:
+      refusals.append((f'batch {batch}' if batch else 'any batch', e))
+  else:
+    raise VidjaxError(export_tflite.refused_message(what, refusals))
   with warnings.catch_warnings():  # Its deprecation, not the user's doing.
     warnings.simplefilter('ignore')
     runner = tf.lite.Interpreter(model_content=flatbuffer)
   return flatbuffer, {'file': TFLITE_STREAM if online else TFLITE_CLIP,
-                      'batch_size': batch_size, 'ops': ops,
-                      'signatures': runner.get_signature_list()}
+                      'batch_size': batch, 'ops': ops,
+                      'signatures': runner.get_signature_list(),
+                      # Why not at batch 1, when it fell back.
+                      'refused': {at: str(why) for at, why in refusals}}
 
 
 def export(loaded: loader.Loaded, out: str, *,
@@ -196,7 +210,7 @@ def export(loaded: loader.Loaded, out: str, *,
       shapes = export_stream.state_shapes(model, loaded.variables, crop)
     if tflite:  # First: a refusal comes before the longer SavedModel work.
       flatbuffer, info['tflite'] = _tflite(module, model, contract, shapes,
-                                           batch_size or 1, online)
+                                           batch_size, online)
     signatures = export_savedmodel.add_clip_functions(
         module, model, platforms=platforms,
         spec=export_savedmodel.clip_spec(batch_size, contract.num_frames,

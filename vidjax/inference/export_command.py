@@ -36,12 +36,12 @@ def _define_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, dict]:
           flag_values=fv),
       tflite=flags.DEFINE_boolean(
           'tflite', False, 'Also convert to TFLite: an online TSM\'s stream '
-          'step (stream_step.tflite), any other model at a fixed batch '
+          'step (stream_step.tflite), any other model on whole clips '
           '(model.tflite).', flag_values=fv),
       batch_size=flags.DEFINE_integer(
           'batch_size', None, 'A fixed batch for the SavedModel (default: '
-          'any batch) and the TFLite model (default 1).', lower_bound=1,
-          flag_values=fv),
+          'any batch) and the TFLite model (default: 1, or any batch where '
+          '1 does not convert).', lower_bound=1, flag_values=fv),
       platforms=flags.DEFINE_list(
           'platforms', list(PLATFORMS), 'The platforms the SavedModel runs '
           f'on, each lowered into it (of {",".join(PLATFORMS)}).',
@@ -73,7 +73,7 @@ def summary(out: str, info: dict) -> str:
   if 'tflite' in info:
     lite = info['tflite']
     lines.append(f'{out}/{lite["file"]}: TFLite ({lite["ops"]}), batch '
-                 f'{lite["batch_size"]}')
+                 f'{lite["batch_size"] or "any"}')
   return '\n'.join(lines)
 
 

@@ -1,14 +1,18 @@
-"""A fixed-shape TF function as a TFLite flatbuffer, or why it cannot be.
+"""A TF function as a TFLite flatbuffer, or why it cannot be.
 
 Builtin ops first (what every TFLite runtime has), then with
-SELECT_TF_OPS (needs the Flex delegate). When both refuse, one
-VidjaxError names the op that stops the converter, the converter's
-reason and the JAX op it came from (the StableHLO location jax2tf
-keeps), e.g.
+SELECT_TF_OPS (needs the Flex delegate). When both refuse, `Refused`
+names the op that stops the converter, the converter's reason and the
+JAX op it came from (the StableHLO location jax2tf keeps), e.g.
 
-  TFLite cannot convert s3dg: 'tfl.batch_matmul' op found invalid output
-  rank, expected 3 but got 5 (from the JAX op
-  InceptionVideoNet/Conv2d_2c_3x3_gating/gate/dot_general) ...
+  'tfl.batch_matmul' op found invalid output rank, expected 3 but got 5
+  (from the JAX op InceptionVideoNet/Conv2d_2c_3x3_gating/gate/dot_general)
+
+What refuses depends on the shapes (tensorflow 2.21): at batch 1 the
+converter folds the size-1 axes of a Dense on [1, T, 1, 1, C] (Inception's
+self-gating and head) into a rank-5 batch_matmul it cannot lower, which a
+dynamic batch avoids; a dynamic batch in turn leaves TimeSformer a 7-D
+transpose and the online TSM step a dynamic gather, which batch 1 avoids.
 """
 from __future__ import annotations
 
@@ -28,11 +32,14 @@ _OP = re.compile(r"'([A-Za-z_][\w.]*)' op")
 _JIT = re.compile(r'^jit\([^)]*\)/')
 
 
-def convert(function, module: tf.Module, what: str) -> tuple[bytes, str]:
-  """(flatbuffer, the op set that converted) of `function` (fixed shapes).
+class Refused(Exception):
+  """The converter refused with every op set; str(): `refusal`'s text."""
 
-  `module` holds the variables it reads; `what` names the model in the
-  error.
+
+def convert(function, module: tf.Module) -> tuple[bytes, str]:
+  """(flatbuffer, the op set that converted) of `function`.
+
+  `module` holds the variables it reads. Raises `Refused`.
   """
   concrete = function.get_concrete_function()
   first = None
@@ -48,10 +55,15 @@ def convert(function, module: tf.Module, what: str) -> tuple[bytes, str]:
     except Exception as e:  # pylint: disable=broad-except
       # ConverterError, or what the MLIR passes raise on the way.
       first = first or e
-  raise VidjaxError(
-      f'TFLite cannot convert {what}: {refusal(first)}; tried '
-      f'{" and ".join(n for n, _ in OP_SETS)} (the SavedModel itself '
-      'exports: run without --tflite)') from first
+  raise Refused(refusal(first)) from first
+
+
+def refused_message(what: str, refusals: list[tuple[str, Refused]]) -> str:
+  """One line for the refusals [(at what batch, why)] of `what`."""
+  reasons = ', nor at '.join(f'{at}: {why}' for at, why in refusals)
+  return (f'TFLite cannot convert {what} at {reasons}; tried '
+          f'{" and ".join(n for n, _ in OP_SETS)} (the SavedModel itself '
+          'exports: run without --tflite)')
 
 
 def refusal(error: BaseException) -> str:
