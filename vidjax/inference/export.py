@@ -14,9 +14,9 @@ OUT is a TF SavedModel (`tf.saved_model.load(OUT)`, `saved_model_cli`):
   stream_step.tflite    for an online TSM, its stream step (at batch 1, or
                         at any batch where batch 1 does not convert, or
                         at --batch_size)
-Signatures: `serving_default` (clip -> logits), `features` (clip ->
-logits, pre-logits), `metadata` (the two assets' text); an online TSM
-also `stream_step` and `init_state` (export_stream.py). The clip is the
+Signatures: `serving_default` (clip -> logits and features, the
+pre-logits), `metadata` (the two assets' text); an online TSM also
+`stream_step` and `init_state` (export_stream.py). The clip is the
 normalised [N, T, H, W, 3] float32 that evaluation feeds (T, H, W the
 contract's frames and crop); N is polymorphic unless --batch_size.
 
@@ -203,14 +203,13 @@ def export(loaded: loader.Loaded, out: str, *,
   module = export_savedmodel.ExportModule(loaded.variables)
   online = is_online(model)
   shapes = {}
-  flatbuffer = None
-  info: dict[str, Any] = {}
+  flatbuffer, lite = None, {}
   with converter_errors(name, batch_size is None):
     if online:
       shapes = export_stream.state_shapes(model, loaded.variables, crop)
     if tflite:  # First: a refusal comes before the longer SavedModel work.
-      flatbuffer, info['tflite'] = _tflite(module, model, contract, shapes,
-                                           batch_size, online)
+      flatbuffer, lite = _tflite(module, model, contract, shapes,
+                                 batch_size, online)
     signatures = export_savedmodel.add_clip_functions(
         module, model, platforms=platforms,
         spec=export_savedmodel.clip_spec(batch_size, contract.num_frames,
@@ -239,7 +238,7 @@ def export(loaded: loader.Loaded, out: str, *,
           {'name': export_stream.state_name(b), 'block': b,
            'shape': [batch_size, *s]} for b, s in shapes.items()]}
          if online else {}),
-      **info,
+      **({'tflite': lite} if tflite else {}),
   }
 
   def write(tmp: str):
@@ -256,7 +255,7 @@ def export(loaded: loader.Loaded, out: str, *,
       except tf.errors.OpError as e:  # A write TF's C++ file system failed.
         raise OSError(None, ' '.join(e.message.split())) from e
     if flatbuffer is not None:
-      with open(os.path.join(tmp, info['tflite']['file']), 'wb') as f:
+      with open(os.path.join(tmp, lite['file']), 'wb') as f:
         f.write(flatbuffer)
 
   output.write_directory(out, write, overwrite=overwrite, kind=KIND)
