@@ -14,10 +14,12 @@ the first backend starts, so both work as long as no backend has started:
 a command line may import jax before `start_up`, but must not touch a
 device.
 """
+import contextlib
 import glob
 import importlib.util
 import os
 import sys
+import tempfile
 
 # The XLA:CPU flags that train fastest, measured (benchmarks/README.md):
 # YNNPACK runs the dots (1x1x1 convs) and reductions (BN statistics), XLA's
@@ -34,6 +36,25 @@ import sys
 # 716 -> 841 ms) and the one-frame stream step 5% (54.4 -> 57.4 ms), so
 # only the trainer's command line (vidjax.main) asks for them.
 CPU_TRAINING_XLA_FLAGS = '--xla_cpu_experimental_ynn_fusion_type=dot,reduce'
+
+
+@contextlib.contextmanager
+def captured_stderr():
+  """Redirects fd 2 (what C++ prints: libtpu's logs, the TFLite
+  converter's MLIR diagnostics) to a file; yields [its text]."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  out = []
+  with tempfile.TemporaryFile() as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield out
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      out.append(tmp.read().decode(errors='replace'))
 
 
 def tpu_attached() -> bool:

@@ -10,9 +10,13 @@ exactly as it was and removes the partial one.
 Only a directory holding nothing but a conversion's own entries is ever
 replaced (and only with `overwrite`): a conversion must never delete files
 it did not write.
+
+Other outputs written whole (`python -m vidjax.export`'s SavedModel) use
+the same functions with their own `Kind` (entries and name).
 """
 from collections.abc import Callable
 import contextlib
+import dataclasses
 import logging as std_logging
 import os
 import re
@@ -30,6 +34,20 @@ from vidjax.errors import VidjaxError
 VARIABLES_DIR = 'variables'
 METADATA_FILE = 'vidjax_model.json'
 ENTRIES = frozenset({VARIABLES_DIR, METADATA_FILE})
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+  """What is written: the entries it may replace, and its name in messages."""
+  entries: frozenset[str]
+  name: str
+
+  @property
+  def a_name(self) -> str:
+    return f'{"an" if self.name[0] in "aeiou" else "a"} {self.name}'
+
+
+CONVERSION = Kind(ENTRIES, 'conversion')
 _SETTLE_SECONDS = 5.0  # At most, for in-flight writes to stop (`_remove`).
 
 
@@ -98,11 +116,12 @@ def _entries(directory: str) -> list[str]:
                       f'{e.strerror}') from None
 
 
-def check_output(directory: str, overwrite: bool) -> bool:
-  """Whether `directory` holds a conversion to replace; raises if it may not.
+def check_output(directory: str, overwrite: bool,
+                 kind: Kind = CONVERSION) -> bool:
+  """Whether `directory` holds a `kind` to replace; raises if it may not.
 
   Fine: a path that does not exist, an empty directory, and (with
-  `overwrite`) a directory of a conversion's entries only.
+  `overwrite`) a directory of `kind.entries` only.
   """
   if not os.path.lexists(directory):
     return False
@@ -116,15 +135,15 @@ def check_output(directory: str, overwrite: bool) -> bool:
   entries = _entries(directory)
   if not entries:
     return False
-  others = [e for e in entries if e not in ENTRIES]
+  others = [e for e in entries if e not in kind.entries]
   if others:
     shown = ', '.join(others[:5]) + (', ...' if len(others) > 5 else '')
     raise VidjaxError(
-        f'the output {directory} holds files that are not a vidjax conversion '
-        f'({shown}); a conversion never deletes what it did not write: '
-        'give --out a new or empty directory')
+        f'the output {directory} holds files that are not a vidjax '
+        f'{kind.name} ({shown}); {kind.a_name} never deletes what it did not '
+        'write: give --out a new or empty directory')
   if not overwrite:
-    raise VidjaxError(f'the output {directory} already holds a conversion '
+    raise VidjaxError(f'the output {directory} already holds {kind.a_name} '
                       '(pass --overwrite to replace it)')
   return True
 
@@ -172,7 +191,7 @@ def _remove(path: str, what: str):
 
 
 def write_directory(directory: str, write: Callable[[str], None], *,
-                    overwrite: bool = False) -> str:
+                    overwrite: bool = False, kind: Kind = CONVERSION) -> str:
   """Runs `write(tmp)` and swaps tmp in as `directory`; returns it.
 
   Raises VidjaxError (naming `directory` and the errno text) when a write or
@@ -180,14 +199,14 @@ def write_directory(directory: str, write: Callable[[str], None], *,
   was before. Other exceptions (bugs) propagate after the same clean-up.
   """
   directory = os.path.abspath(directory)
-  replace = check_output(directory, overwrite)
+  replace = check_output(directory, overwrite, kind)
   tmp = None
   try:
     os.makedirs(os.path.dirname(directory), exist_ok=True)
     tmp = _sibling(directory, 'tmp')
     write(tmp)
     if replace:
-      _swap(tmp, directory)
+      _swap(tmp, directory, kind)
     else:
       # Onto nothing or an empty directory: rename replaces an empty one.
       os.replace(tmp, directory)
@@ -198,15 +217,15 @@ def write_directory(directory: str, write: Callable[[str], None], *,
     text = os_error_text(e)
     if text is None:
       raise
-    kept = '; the conversion there is unchanged' if replace else ''
+    kept = f'; the {kind.name} there is unchanged' if replace else ''
     raise VidjaxError(f'cannot write {directory}: {text}{kept}') from e
   finally:  # Also on Ctrl-C.
     if tmp is not None:
-      _remove(tmp, 'the partial conversion')
+      _remove(tmp, f'the partial {kind.name}')
   return directory
 
 
-def _swap(new: str, directory: str):
+def _swap(new: str, directory: str, kind: Kind = CONVERSION):
   """Old aside, new in, old deleted; the old one back if the second fails."""
   aside = _sibling(directory, 'old')
   try:
@@ -220,7 +239,7 @@ def _swap(new: str, directory: str):
   except BaseException:
     os.replace(aside, directory)
     raise
-  _remove(aside, 'the replaced conversion')
+  _remove(aside, f'the replaced {kind.name}')
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -6,13 +6,11 @@ peak figures (Cloud TPU docs), which the report compares against.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import os
 import re
 import sys
-import tempfile
 
 import jax
 
@@ -67,24 +65,6 @@ class Topology:
   num_slices: int = 1
 
 
-@contextlib.contextmanager
-def _captured_stderr():
-  """Redirects fd 2 (libtpu logs from C++) to a file; yields [its text]."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  out = []
-  with tempfile.TemporaryFile() as tmp:
-    os.dup2(tmp.fileno(), 2)
-    try:
-      yield out
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      tmp.seek(0)
-      out.append(tmp.read().decode(errors='replace'))
-
-
 def _require_libtpu():
   if importlib.util.find_spec('libtpu') is None:
     raise VidjaxError(
@@ -112,7 +92,7 @@ def load_topology(name: str, num_slices: int = 1) -> Topology:
   dims = [int(d) for d in re.findall(r'\d+', layout.split('_')[0])] + [1]
   logs = []
   for attempt in range(2):
-    with _captured_stderr() as log:
+    with platform.captured_stderr() as log:
       try:
         devices = topologies.get_topology_desc(name, 'tpu', **kwargs).devices
         error = None
