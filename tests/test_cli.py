@@ -21,13 +21,21 @@ from vidjax.errors import VidjaxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ('vidjax.main', 'vidjax.stream', 'vidjax.convert',
-            'vidjax.data.prepare', 'vidjax.tools.aot', 'vidjax.tools.profile')
+            'vidjax.data.prepare', 'vidjax.tools.aot', 'vidjax.tools.profile',
+            'vidjax.predict', 'vidjax.features', 'vidjax.export',
+            'vidjax.explain')
 # A flag each command defines, so its help must list it.
 OWN_FLAG = {'vidjax.main': '--workdir', 'vidjax.stream': '--checkpoint',
             'vidjax.convert': '--torch',
             'vidjax.data.prepare': '--manual_dir',
             'vidjax.tools.aot': '--topology',
-            'vidjax.tools.profile': '--frames'}
+            'vidjax.tools.profile': '--frames',
+            # Its own flag, and one the inference commands share.
+            'vidjax.predict': '--window_s', 'vidjax.features': '--layer',
+            'vidjax.export': '--out', 'vidjax.explain': '--method'}
+SHARED_FLAG = {c: '--checkpoint' for c in (
+    'vidjax.stream', 'vidjax.predict', 'vidjax.features', 'vidjax.export',
+    'vidjax.explain')}
 
 
 def run_python(args, *, drop=(), timeout=300, **env_extra):
@@ -43,6 +51,7 @@ def test_help_exits_0_with_the_commands_flags(command):
   proc = run_python(['-m', command, '--help'])
   assert proc.returncode == 0, proc.stderr
   assert OWN_FLAG[command] in proc.stdout, proc.stdout
+  assert SHARED_FLAG.get(command, OWN_FLAG[command]) in proc.stdout
   assert '--[no]verbose: Show tracebacks' in proc.stdout, proc.stdout
   assert 'python -m ' + command in proc.stdout, proc.stdout[:300]
   assert proc.stderr == '', proc.stderr

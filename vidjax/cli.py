@@ -157,7 +157,15 @@ def _print_help(names: set[str], fv: flags.FlagValues, module: str,
     fv.write_help_in_xml_format(sys.stdout)
     return
   full = bool(names & set(_HELPFULL))
-  text = fv.get_help() if full else fv.module_help(module)
+  if full:
+    text = fv.get_help()
+  else:
+    # The command's own flags, and those vidjax modules define for it
+    # (vidjax.inference.source_flags: --checkpoint, --fps, ...).
+    own = [module] + sorted(
+        m for m in fv.flags_by_module_dict()
+        if m != module and m.startswith('vidjax.'))
+    text = '\n'.join(filter(None, (fv.module_help(m) for m in own)))
   print((doc or f'usage: {sys.argv[0]} [flags]').rstrip())
   if text:
     print(f'\nflags:\n{text}')
