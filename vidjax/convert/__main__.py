@@ -87,12 +87,13 @@ def main(argv):
   # Before converting, which may take minutes: an output that cannot be
   # written (or replaced) is known now.
   from vidjax.convert import protocol  # pylint: disable=g-import-not-at-top
+  from vidjax.inference import loader  # pylint: disable=g-import-not-at-top
   from vidjax.inference import source_flags  # pylint: disable=g-import-not-at-top
   convert.output.check_paths(_TORCH.value, _OUT.value)
   convert.output.check_output(os.path.abspath(_OUT.value), _OVERWRITE.value)
   # The contract's inputs too, before converting.
   config = cli.load_config(_CONFIG) if _CONFIG.value is not None else None
-  class_names = (source_flags.read_class_names(_CLASS_NAMES_FILE.value)
+  class_names = (loader.read_class_names(_CLASS_NAMES_FILE.value)
                  if _CLASS_NAMES_FILE.value else None)
   preparation = {
       'fps': source_flags.preparation_value('fps', _FPS.value),

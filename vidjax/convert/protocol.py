@@ -103,9 +103,9 @@ def contract_for(name: str, model, options: Mapping[str, Any], *,
                         f'the weights are converted to --model={name}')
     facts = {'fps': None, 'short_side': None, 'jpeg_quality': None}
     if class_names is None and config.data.get('class_names_file'):
-      from vidjax.inference import source_flags  # pylint: disable=g-import-not-at-top
-      class_names = source_flags.read_class_names(
-          config.data.class_names_file)
+      from vidjax.inference import loader  # pylint: disable=g-import-not-at-top
+      class_names = loader.read_class_names(config.data.class_names_file,
+                                            'config.data.class_names_file')
   facts.update({k: v for k, v in (preparation or {}).items()
                 if v is not None})
   contract = contract_lib.from_config(

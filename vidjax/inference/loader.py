@@ -339,6 +339,22 @@ def model_name_of(source: Source) -> str | None:
 # ----------------------------------------------------------- Contract.
 
 
+def read_class_names(path: str, flag: str = '--class_names_file'
+                     ) -> tuple[str, ...]:
+  """One name per line (line i is class i); `flag` names where it came from."""
+  try:
+    with open(os.path.expanduser(path)) as f:
+      names = [line.strip() for line in f]
+  except OSError as e:
+    raise VidjaxError(f'cannot read {flag} {path}: '
+                      f'{e.strerror or e}') from None
+  while names and not names[-1]:
+    names.pop()
+  if not names or not all(names):
+    raise VidjaxError(f'{flag} {path}: want one non-empty name per line')
+  return tuple(names)
+
+
 def _config_from_dict(payload: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """A workdir's config.json over the defaults (keys it lacks keep them)."""
   from vidjax import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -390,10 +406,14 @@ def _contract(weights: Weights, config, where: str) -> contract_lib.Contract:
   if weights.model_name and config.model_name != weights.model_name:
     raise VidjaxError(f'{where} holds {weights.model_name!r} weights but '
                       f'the config names model {config.model_name!r}')
+  names = saved.class_names if saved else None
+  if names is None and config.data.get('class_names_file'):
+    names = read_class_names(config.data.class_names_file,
+                             'config.data.class_names_file')
   contract = contract_lib.from_config(
       config, num_classes=_num_classes(weights.variables, config.model_name,
                                        where),
-      class_names=saved.class_names if saved else None,
+      class_names=names,
       preparation={k: getattr(saved, k) for k in contract_lib.FLAGS
                    if k != 'class_names'} if saved else None)
   if weights.source.kind == 'converted':

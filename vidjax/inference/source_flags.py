@@ -59,21 +59,6 @@ def define(fv: flags.FlagValues, argv) -> dict:
   )
 
 
-def read_class_names(path: str) -> tuple[str, ...]:
-  try:
-    with open(path) as f:
-      names = [line.strip() for line in f]
-  except OSError as e:
-    raise VidjaxError(f'cannot read --class_names_file {path}: '
-                      f'{e.strerror or e}') from None
-  while names and not names[-1]:
-    names.pop()
-  if not names or not all(names):
-    raise VidjaxError(f'--class_names_file {path}: want one non-empty name '
-                      'per line')
-  return tuple(names)
-
-
 def preparation_value(name: str, text: str | None):
   """--fps / --short_side: a positive number or 'source'; None if unset."""
   if text is None:
@@ -102,7 +87,8 @@ def overrides(holders: dict) -> dict:
   if holders['jpeg_quality'].value is not None:
     out['jpeg_quality'] = holders['jpeg_quality'].value
   if holders['class_names_file'].value:
-    out['class_names'] = read_class_names(holders['class_names_file'].value)
+    out['class_names'] = loader.read_class_names(
+        holders['class_names_file'].value)
   return out
 
 
