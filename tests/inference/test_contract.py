@@ -34,6 +34,9 @@ def test_json_round_trip():
   # Tuples stay tuples (hashable, comparable) after the trip.
   assert isinstance(again.class_names, tuple)
   assert isinstance(again.mean, tuple) and isinstance(again.eval_steps, tuple)
+  # Nested options (a model's schedule) come back as tuples.
+  nested = contract.replace(model_options={'schedule': (('sep', 'gate'),)})
+  assert contract_lib.Contract.from_json(nested.to_json(), 'x') == nested
   source = tiny_contract(fps='source', short_side='source')
   assert contract_lib.Contract.from_json(source.to_json(), 'x') == source
 

@@ -7,18 +7,23 @@ A source is one of
   * a training workdir (`python -m vidjax.main`): its latest checkpoint in
     DIR/checkpoints, or with which='best' the one in DIR/best;
   * one checkpoint step: DIR/checkpoints/<step> or DIR/best/<step> (also
-    on its own, copied elsewhere: a step carries its contract);
+    on its own, copied elsewhere under any name: a step carries its
+    contract);
   * a `python -m vidjax.convert` output (DIR/vidjax_model.json).
 Which one is told by the files present. Only the variables are read (never
 the optimizer state), as host numpy arrays, whatever mesh wrote them.
+`read` stops there (for `init_from`, which brings its own model); `load`
+also builds the model and checks that the variables fill it exactly.
 
 The contract (`contract.Contract`) comes with the checkpoint: the trainer
 saves it in every step's orbax metadata, a conversion in its
 vidjax_model.json. For an older checkpoint it is rebuilt from the
-workdir's config.json (or a `config` the caller gives), and what that
-cannot tell (preparation fps and short side, class names) stays unknown
-until `overrides` give it; tools call `Contract.require` for the fields
-they need, which names the flag.
+workdir's config.json (or a `config` the caller gives, which also replaces
+a saved contract's clip settings), and what that cannot tell (preparation
+fps and short side, class names) stays unknown until `overrides` give it;
+tools call `Contract.require` for the fields they need, which names the
+flag (--fps, --short_side, --jpeg_quality, --class_names_file; --config
+for a checkpoint with neither contract nor config.json).
 """
 from __future__ import annotations
 
