@@ -10,9 +10,10 @@ which is what `python -m vidjax.stream` does with this config.
   python -m vidjax.main --config=configs/kinetics400_tsm_online.py \
       --workdir=workdirs/k400_tsm_online --config.data.data_dir=/data/tfds
   # Stream a video through the latest checkpoint of that workdir (or
-  # through a python -m vidjax.convert output directory):
-  python -m vidjax.stream --config=configs/kinetics400_tsm_online.py \
-      --checkpoint=workdirs/k400_tsm_online video.mp4 --top_k=5 --every=25
+  # through a python -m vidjax.convert output directory); the checkpoint's
+  # preprocessing contract names the model and the frame geometry:
+  python -m vidjax.stream --checkpoint=workdirs/k400_tsm_online \
+      video.mp4 --top_k=5 --every=25
   # A smaller backbone: --config.model_name=tsm_online_r18
 
 The recipe is configs/kinetics400_tsm.py's with TSN segment sampling

@@ -172,8 +172,9 @@ def default_config() -> ml_collections.ConfigDict:
   # global batch (vidjax/train/setup.py: bn_groups).
   config.bn_sync_devices = 0
 
-  # A `python -m vidjax.convert` output directory to fine-tune from (the
-  # classifier is re-initialised when the class count differs).
+  # Weights to fine-tune from: a `python -m vidjax.convert` output, a trained
+  # workdir (its latest checkpoint) or one checkpoint step (the classifier
+  # is re-initialised when the class count differs).
   config.init_from = config_dict.placeholder(str)
 
   config.log_every_steps = 100

@@ -1,11 +1,11 @@
 """`python -m vidjax.stream`: online TSM over a video file, frame by frame.
 
-The command line and the code are in vidjax/streaming/ (command.py has the
-usage); this file keeps the command's name.
+The command line and the code are in vidjax/inference/stream.py (it has
+the usage); this file keeps the command's name.
 """
 import sys
 
-from vidjax.streaming import command
+from vidjax.inference import stream
 
 if __name__ == '__main__':
-  sys.exit(command.main(sys.argv))
+  sys.exit(stream.main(sys.argv))

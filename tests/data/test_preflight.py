@@ -241,12 +241,15 @@ def test_input_streams_fit_the_processes_and_the_split(data_dir):
 def test_init_from_is_checked_before_the_model_is_built(data_dir, tmp_path):
   config = run_config(data_dir)
   config.init_from = str(tmp_path / 'no_such_dir')
+  # Issue 28: a trained workdir or a checkpoint step is accepted too.
   assert one_line(check, config) == (
-      f"config.init_from='{tmp_path}/no_such_dir' is not a directory (a "
-      '`python -m vidjax.convert` output)')
+      f"config.init_from='{tmp_path}/no_such_dir': checkpoint "
+      f'{tmp_path}/no_such_dir does not exist')
   config.init_from = str(tmp_path)
-  assert 'is not a converted vidjax checkpoint: cannot read' in one_line(
-      check, config)
+  assert one_line(check, config) == (
+      f"config.init_from='{tmp_path}': {tmp_path} is neither a training "
+      'workdir (no checkpoints/ inside), a checkpoint step, nor a python -m '
+      'vidjax.convert output (no vidjax_model.json)')
   (tmp_path / 'vidjax_model.json').write_text(json.dumps(
       {'model': 'tsm_r50', 'num_classes': 400}))
   assert one_line(check, config) == (

@@ -31,23 +31,46 @@ def tiny_config(model_name='s3dg', num_frames=4, crop_size=24, **model):
 
 
 def random_variables(config, num_classes=len(CLASS_NAMES), seed=0):
+  """(model, variables): every parameter and BN statistic random, numpy.
+
+  From the shapes alone (`jax.eval_shape` of the init): nothing is
+  compiled, where an eager init compiles each of its ops (a minute for
+  S3D-G on two cores). He-scaled kernels and statistics far from the
+  init's zeros and ones, so a loader that drops or swaps any is caught.
+  """
   model = create_model(config.model_name, num_classes=num_classes,
                        **config.model.to_dict())
-  clip = np.zeros((1, config.data.num_frames, config.data.crop_size,
-                   config.data.crop_size, 3), np.float32)
-  variables = nn.unbox(model.init(jax.random.key(seed), clip, train=False))
-  variables = jax.tree.map(np.asarray, dict(variables))
-  # Non-trivial statistics, so a loader that drops them is caught.
+  clip = jax.ShapeDtypeStruct((1, config.data.num_frames,
+                               config.data.crop_size, config.data.crop_size,
+                               3), np.float32)
+  abstract = nn.unbox(jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False), clip))
   rng = np.random.default_rng(seed)
-  variables['batch_stats'] = jax.tree.map(
-      lambda v: (v + rng.uniform(0.1, 0.5, v.shape)).astype(v.dtype),
-      variables.get('batch_stats', {}))
+
+  def fill(path, leaf):
+    name, shape = path[-1].key, leaf.shape
+    if name == 'kernel':
+      scale = np.sqrt(2.0 / max(1, int(np.prod(shape[:-1]))))
+      value = rng.standard_normal(shape) * scale
+    elif name in ('scale', 'var'):
+      value = rng.uniform(0.5, 1.5, shape)
+    else:
+      value = 0.1 * rng.standard_normal(shape)
+    return value.astype(leaf.dtype)
+
+  variables = {k: jax.tree_util.tree_map_with_path(fill, abstract[k])
+               for k in ('params', 'batch_stats') if k in abstract}
   return model, variables
 
 
-def write_workdir(path, config=None, *, steps=(10,), with_contract=True,
-                  class_names=CLASS_NAMES, preparation=None, seed=0):
-  """A trainer-layout workdir; returns (model, {step: variables})."""
+def write_workdir(path, config=None, *, steps=(10,), best=None,
+                  with_contract=True, class_names=CLASS_NAMES,
+                  preparation=None, seed=0):
+  """A trainer-layout workdir; returns (model, {step: variables}).
+
+  `best`: one of `steps`, also saved as the best checkpoint (DIR/best), as
+  the trainer does when config.best_metric is set.
+  """
   config = config or tiny_config()
   os.makedirs(path, exist_ok=True)
   workdir_lib.write_json(os.path.join(path, workdir_lib.CONFIG),
@@ -65,6 +88,11 @@ def write_workdir(path, config=None, *, steps=(10,), with_contract=True,
     state = {**variables, 'opt_state': {'mu': np.zeros(3, np.float32)},
              'step': np.asarray(step)}
     checkpoint.save(manager, step, state, force=True, custom_metadata=custom)
+    if step == best:
+      best_manager = checkpoint.make_best_manager(str(path), 'top_1', 'max')
+      checkpoint.save_scored(best_manager, step, state, {'top_1': 0.5},
+                             custom_metadata=custom)
+      best_manager.close()
     saved[step] = variables
   manager.close()
   return model, saved

@@ -1,7 +1,13 @@
-"""Merging converted weights into a fresh model's variables."""
+"""Merging other weights (a conversion, a trained workdir, a step) into a
+fresh model's variables."""
+import os
+
+import flax
 import numpy as np
 import pytest
 
+from tests.data.test_preflight import one_line
+from tests.inference import workdirs
 from vidjax import VidjaxError
 from vidjax.train import init_from
 
@@ -62,3 +68,34 @@ def test_the_head_name_comes_from_the_model_spec():
   assert sorted(kept) == ['params/fc/bias', 'params/fc/kernel']
   with pytest.raises(VidjaxError, match='params/fc/kernel has shape'):
     init_from.merge(fresh, loaded, 'src', head='Logits')
+
+
+def test_a_fine_tuning_start_from_a_trained_workdir(tmp_path):
+  # Issue 28: a trained workdir (its latest checkpoint) or one of its steps
+  # works as init_from, as configs/ssv2_s3dg.py promises; 5 classes there,
+  # 13 here: the head stays fresh, everything else is the workdir's.
+  config = workdirs.tiny_config()
+  _, saved = workdirs.write_workdir(tmp_path / 'k400', config, steps=(4, 8))
+  model, fresh = workdirs.random_variables(config, num_classes=13, seed=7)
+  for source, step in ((tmp_path / 'k400', 8),
+                       (tmp_path / 'k400' / 'checkpoints' / '4', 4)):
+    merged, kept = init_from.load(str(source), 's3dg', fresh, model=model)
+    assert sorted(kept) == ['params/Logits/bias', 'params/Logits/kernel']
+    merged = flax.traverse_util.flatten_dict(merged)
+    expected = flax.traverse_util.flatten_dict(saved[step])
+    initial = flax.traverse_util.flatten_dict(fresh)
+    assert set(merged) == set(expected)
+    for path, value in merged.items():
+      want = initial[path] if '/'.join(path) in kept else expected[path]
+      assert value.dtype == want.dtype, path
+      np.testing.assert_array_equal(value, want, err_msg=str(path))
+  other = workdirs.tiny_config('i3d')
+  model, fresh = workdirs.random_variables(other, num_classes=13)
+  assert one_line(init_from.load, str(tmp_path / 'k400'), 'i3d', fresh,
+                  model=model) == (
+                      f"init_from {tmp_path}/k400 (step 8) holds 's3dg' "
+                      "weights but config.model_name is 'i3d'")
+  assert one_line(init_from.load, str(tmp_path / 'none'), 's3dg',
+                  fresh) == (
+                      f'init_from: checkpoint {tmp_path}/none does not exist')
+  assert not os.path.exists(tmp_path / 'none')

@@ -12,6 +12,8 @@ import pytest
 
 from vidjax import VidjaxError
 from vidjax import convert
+from vidjax.data import pipeline
+from vidjax.inference import loader
 from vidjax.models import create_model
 from vidjax.train import trainer
 from configs import demo
@@ -162,6 +164,39 @@ def test_init_from_converted_weights_keeps_all_but_the_resized_head(
       assert value.shape[-1] == 13
     else:
       np.testing.assert_array_equal(value, expected[path], err_msg=str(path))
+
+
+def test_the_loader_reads_a_trainer_run(data_dir, straight):
+  """The contract the trainer saved, and the trainer's own weights."""
+  config = tiny_config(data_dir)
+  meta = pipeline.dataset_info(config.data)
+  loaded = loader.load(straight)
+  assert (loaded.source.kind, loaded.source.step) == ('workdir', 20)
+  contract = loaded.contract
+  assert contract.class_names == tuple(meta.class_names)
+  assert len(contract.class_names) == contract.num_classes == 13
+  # moving_shapes renders at its image size, with no frame rate of its own.
+  assert (contract.fps, contract.short_side) == (
+      'source', meta.metadata['image_size'])
+  assert (contract.dataset, contract.num_frames, contract.crop_size) == (
+      'moving_shapes/tiny', 4, 24)
+  manager = ocp.CheckpointManager(os.path.join(straight, 'checkpoints'))
+  state = manager.restore(20)
+  manager.close()
+  for collection in ('params', 'batch_stats'):
+    jax.tree.map(np.testing.assert_array_equal, loaded.variables[collection],
+                 state[collection])
+  model = create_model(config.model_name, num_classes=13,
+                       **config.model.to_dict())
+  clip = np.linspace(-1, 1, 4 * 24 * 24 * 3, dtype=np.float32).reshape(
+      1, 4, 24, 24, 3)
+  logits = jax.jit(lambda m, v: m.apply(v, clip, train=False),
+                   static_argnums=0)
+  trained = logits(model, {'params': state['params'],
+                           'batch_stats': state['batch_stats']})
+  np.testing.assert_array_equal(logits(loaded.model, loaded.variables),
+                                trained)
+  assert np.std(np.asarray(trained)) > 0
 
 
 def test_init_from_another_model_is_an_error(data_dir, tmp_path):

@@ -160,7 +160,7 @@ def model_options(name: str, model: nn.Module) -> dict[str, Any]:
 
 def save_converted(directory: str, name: str, num_classes: int,
                    variables: dict, *, options: Mapping[str, Any] | None = None,
-                   overwrite: bool = False) -> str:
+                   contract=None, overwrite: bool = False) -> str:
   """Writes DIR/variables (orbax) and DIR/vidjax_model.json; returns DIR.
 
   All at once or not at all (`vidjax.convert.output`): with `overwrite`, an
@@ -170,15 +170,22 @@ def save_converted(directory: str, name: str, num_classes: int,
 
   `options`: model attributes the weights need beyond `name`'s defaults
   (`model_options`); `converted_options` reads them back.
+  `contract`: the preprocessing contract (`vidjax.inference.contract`;
+  `vidjax.convert.protocol.contract_for`), saved as the metadata's
+  'contract' for `vidjax.inference.loader`. A conversion without one loads
+  only with the config given again (--config).
   """
+  metadata = {'model': name, 'num_classes': int(num_classes),
+              'options': dict(options or {})}
+  if contract is not None:
+    metadata['contract'] = contract.to_dict()
 
   def write(tmp: str):
     with output.quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, VARIABLES_DIR), variables)
       checkpointer.wait_until_finished()
     with open(os.path.join(tmp, METADATA_FILE), 'w') as f:
-      json.dump({'model': name, 'num_classes': int(num_classes),
-                 'options': dict(options or {})}, f, indent=2)
+      json.dump(metadata, f, indent=2)
       f.flush()
       os.fsync(f.fileno())  # On disk before the swap makes it the output.
 

@@ -10,6 +10,7 @@ that converts partially would produce a model that runs but predicts garbage.
 import dataclasses
 from typing import Any, Callable, Iterable, Mapping
 
+from flax import traverse_util
 import numpy as np
 
 from vidjax.errors import VidjaxError
@@ -52,26 +53,10 @@ def to_numpy(value: Any) -> np.ndarray:
   return np.array(value, dtype=np.float32)
 
 
-def flatten(tree: Mapping[str, Any], prefix: Path = ()) -> dict[Path, Any]:
-  """{path: leaf} of a tree of nested mappings."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, prefix + (key,)))
-    else:
-      flat[prefix + (key,)] = value
-  return flat
-
-
-def unflatten(flat: Mapping[Path, Any]) -> dict[str, Any]:
-  """Inverse of `flatten`: nested plain dicts."""
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return tree
+# The one flattener of variable trees (issue 28): flax's, under the names
+# the converters use. Paths are tuples of keys; empty subtrees are dropped.
+flatten = traverse_util.flatten_dict
+unflatten = traverse_util.unflatten_dict
 
 
 def _listing(what: str, names: list[str]) -> str:

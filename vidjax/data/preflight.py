@@ -22,7 +22,8 @@ A training run checks, in this order, each failure one `VidjaxError` line
      classes, evaluation views that need 'spatial_crops' list it;
    * the run's shape: `input_shards` is a multiple of the processes, and the
      training split has a record for every input stream;
-   * `init_from` is a converted checkpoint of `config.model_name`;
+   * `init_from` is weights of `config.model_name` (a conversion, a trained
+     workdir or a checkpoint step);
    * every shard of every split the run reads (training, validation during
      training, the final test): it exists, is a regular file, can be opened
      and read, is not empty (unless its metadata lists no records), and its
@@ -67,7 +68,6 @@ counted and logged.
 from __future__ import annotations
 
 from concurrent import futures
-import json
 import os
 import sys
 
@@ -87,8 +87,6 @@ _LABELS_PER_SHARD = 4
 # More bad labels than this share of the sample (and more than one) is a
 # configuration's fault, not a stray record's.
 _STRAY_SHARE = 0.01
-# The converted checkpoint's description (vidjax/convert: METADATA_FILE).
-_CONVERTED_METADATA = 'vidjax_model.json'
 
 
 def splits_read(config, meta) -> list[str]:
@@ -143,21 +141,17 @@ def check_pipeline(data_config, num_classes: int, val_views=(1, 1)) -> None:
 
 
 def check_init_from(config) -> None:
-  """`init_from` is a `vidjax.convert` output of `config.model_name`."""
+  """`init_from` is weights of `config.model_name` the loader can read: a
+  `vidjax.convert` output, a trained workdir or a checkpoint step."""
   directory = config.init_from
   if not directory:
     return
-  if not os.path.isdir(directory):
-    raise VidjaxError(f'config.init_from={directory!r} is not a directory '
-                      '(a `python -m vidjax.convert` output)')
-  path = os.path.join(directory, _CONVERTED_METADATA)
+  from vidjax.inference import loader  # pylint: disable=g-import-not-at-top
   try:
-    with open(path) as f:
-      model = json.load(f)['model']
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise VidjaxError(f'config.init_from={directory!r} is not a converted '
-                      f'vidjax checkpoint: cannot read {path}: {e}') from None
-  if model != config.model_name:
+    model = loader.model_name_of(loader.resolve(directory))
+  except VidjaxError as e:
+    raise VidjaxError(f'config.init_from={directory!r}: {e}') from None
+  if model is not None and model != config.model_name:
     raise VidjaxError(f'config.init_from={directory!r} holds {model!r} '
                       f'weights but config.model_name is '
                       f'{config.model_name!r}')

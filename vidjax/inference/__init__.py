@@ -4,6 +4,8 @@
                    conversion -> model, variables, preprocessing contract
   contract.py      the preprocessing contract saved with every checkpoint
   source_flags.py  the flags every inference command shares
+  stream.py        python -m vidjax.stream: online TSM over a video file
+  online.py        the online TSM step, its state, the running prediction
 
 Nothing is imported here: `vidjax.train` saves the contract
 (`inference.contract`) without pulling in the tools.

@@ -203,7 +203,10 @@ class Contract:
       if isinstance(value, list):
         value = tuple(value)
       values[field.name] = value
-    values['model_options'] = dict(values['model_options'] or {})
+    # JSON has no tuples: options such as a schedule come back as lists,
+    # which a model's (hashable) fields must not hold.
+    values['model_options'] = {k: _tuples(v) for k, v in dict(
+        values['model_options'] or {}).items()}
     contract = cls(**values)
     _check_values(contract, where)
     return contract
@@ -216,6 +219,12 @@ class Contract:
       raise VidjaxError(f'{where}: the preprocessing contract is not JSON: '
                         f'{e}') from None
     return cls.from_dict(payload, where)
+
+
+def _tuples(value):
+  if isinstance(value, (list, tuple)):
+    return tuple(_tuples(v) for v in value)
+  return value
 
 
 def _check_values(contract: Contract, where: str):

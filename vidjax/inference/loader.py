@@ -7,18 +7,23 @@ A source is one of
   * a training workdir (`python -m vidjax.main`): its latest checkpoint in
     DIR/checkpoints, or with which='best' the one in DIR/best;
   * one checkpoint step: DIR/checkpoints/<step> or DIR/best/<step> (also
-    on its own, copied elsewhere: a step carries its contract);
+    on its own, copied elsewhere under any name: a step carries its
+    contract);
   * a `python -m vidjax.convert` output (DIR/vidjax_model.json).
 Which one is told by the files present. Only the variables are read (never
 the optimizer state), as host numpy arrays, whatever mesh wrote them.
+`read` stops there (for `init_from`, which brings its own model); `load`
+also builds the model and checks that the variables fill it exactly.
 
 The contract (`contract.Contract`) comes with the checkpoint: the trainer
 saves it in every step's orbax metadata, a conversion in its
 vidjax_model.json. For an older checkpoint it is rebuilt from the
-workdir's config.json (or a `config` the caller gives), and what that
-cannot tell (preparation fps and short side, class names) stays unknown
-until `overrides` give it; tools call `Contract.require` for the fields
-they need, which names the flag.
+workdir's config.json (or a `config` the caller gives, which also replaces
+a saved contract's clip settings), and what that cannot tell (preparation
+fps and short side, class names) stays unknown until `overrides` give it;
+tools call `Contract.require` for the fields they need, which names the
+flag (--fps, --short_side, --jpeg_quality, --class_names_file; --config
+for a checkpoint with neither contract nor config.json).
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ BEST = 'best'
 CONFIG_FILE = 'config.json'  # vidjax/train/workdir.py
 CONVERTED_METADATA = 'vidjax_model.json'  # vidjax/convert/output.py
 COLLECTIONS = ('params', 'batch_stats')
+ITEM = 'default'  # A step's one item (the TrainState), orbax's default name.
+STEP_METADATA = '_CHECKPOINT_METADATA'  # orbax: the step's custom metadata.
 WHICH = ('latest', 'best')
 
 
@@ -67,9 +74,34 @@ class Source:
   def describe(self) -> str:
     if self.kind == 'converted':
       return f'{self.path} (converted checkpoint)'
-    where = self.workdir or os.path.dirname(os.path.dirname(self.step_dir))
+    if self.workdir is None:
+      return (f'checkpoint step {self.step_dir}'
+              + (f' (step {self.step})' if self.step is not None else ''))
     best = os.path.basename(os.path.dirname(self.step_dir)) == BEST
-    return f'{where} ({"best checkpoint, " if best else ""}step {self.step})'
+    return (f'{self.workdir} ({"best checkpoint, " if best else ""}'
+            f'step {self.step})')
+
+
+@dataclasses.dataclass
+class Weights:
+  """What a checkpoint holds, before a model is built (`read`).
+
+  Attributes:
+    source: where it was found.
+    variables: {'params', 'batch_stats'} of numpy arrays.
+    model_name: the model they were saved for (None: not recorded).
+    model_options: its options (config.model, or a conversion's
+      structural options).
+    contract: the saved preprocessing contract as a dict (None: saved
+      before vidjax wrote one).
+    config: a trainer workdir's config.json (None if absent).
+  """
+  source: Source
+  variables: dict
+  model_name: str | None
+  model_options: dict
+  contract: dict | None
+  config: dict | None = None
 
 
 @dataclasses.dataclass
@@ -103,21 +135,22 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
 
 
 def _is_step_dir(path: str) -> bool:
-  return (os.path.basename(path).isdigit() and os.path.isdir(path)
-          and (os.path.exists(os.path.join(path, '_CHECKPOINT_METADATA'))
-               or os.path.isdir(os.path.join(path, 'default'))))
+  """An orbax step of the trainer: by its files, whatever its name (a step
+  copied elsewhere may be renamed)."""
+  return (os.path.isdir(path) and os.path.isdir(os.path.join(path, ITEM))
+          and os.path.exists(os.path.join(path, STEP_METADATA)))
 
 
 def _steps_in(directory: str) -> list[int]:
   if not os.path.isdir(directory):
     return []
   return sorted(int(n) for n in os.listdir(directory)
-                if _is_step_dir(os.path.join(directory, n)))
+                if n.isdigit() and _is_step_dir(os.path.join(directory, n)))
 
 
 def resolve(path: str, which: str = 'latest',
             step: int | None = None) -> Source:
-  """What `path` is and which checkpoint step of it to read."""
+  """What `path` is and which checkpoint step of it to read (no reads)."""
   if which not in WHICH:
     raise VidjaxError(f'which={which!r}: want one of {", ".join(WHICH)}')
   path = os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -130,18 +163,26 @@ def resolve(path: str, which: str = 'latest',
   if os.path.exists(os.path.join(path, CONVERTED_METADATA)):
     if step is not None or which != 'latest':
       raise VidjaxError(f'{path} is a conversion: it has one set of '
-                        'weights, no steps or best to choose')
+                        'weights, no steps or best to choose (drop --step '
+                        'and --which)')
     return Source(path, 'converted')
   if _is_step_dir(path):
-    if step is not None and step != int(os.path.basename(path)):
-      raise VidjaxError(f'{path} is checkpoint step '
-                        f'{os.path.basename(path)}, not step {step}')
-    parent = os.path.dirname(path)
-    workdir = os.path.dirname(parent)
-    workdir = workdir if os.path.exists(
-        os.path.join(workdir, CONFIG_FILE)) else None
-    return Source(path, 'step', path, int(os.path.basename(path)), workdir)
-  if os.path.basename(path) in (CHECKPOINTS, BEST) and _steps_in(path):
+    name = os.path.basename(path)
+    number = int(name) if name.isdigit() else None
+    if step is not None and step != number:
+      raise VidjaxError(f'{path} is one checkpoint step ({name}), not step '
+                        f'{step}; give its workdir to choose a step')
+    if which != 'latest':
+      raise VidjaxError(f'{path} is one checkpoint step: --which={which} '
+                        'chooses among a workdir\'s checkpoints; give the '
+                        'workdir')
+    workdir = os.path.dirname(os.path.dirname(path))
+    if (os.path.basename(os.path.dirname(path)) not in (CHECKPOINTS, BEST)
+        or not os.path.exists(os.path.join(workdir, CONFIG_FILE))):
+      workdir = None  # A step on its own: it carries its contract.
+    return Source(path, 'step', path, number, workdir)
+  if os.path.basename(path) in (CHECKPOINTS, BEST) and os.path.isdir(
+      os.path.join(os.path.dirname(path), CHECKPOINTS)):
     path = os.path.dirname(path)  # A workdir's checkpoints dir given.
   checkpoints = os.path.join(path, CHECKPOINTS)
   if not os.path.isdir(checkpoints):
@@ -152,8 +193,9 @@ def resolve(path: str, which: str = 'latest',
   directory = os.path.join(path, BEST if which == 'best' else CHECKPOINTS)
   steps = _steps_in(directory)
   if not steps:
-    what = ('no best checkpoint (set config.best_metric and '
-            'config.eval_every_steps when training)' if which == 'best'
+    what = ('no best checkpoint (it is kept when training sets '
+            'config.best_metric and config.eval_every_steps); use '
+            '--which=latest' if which == 'best'
             else 'no checkpoint yet (has training saved one?)')
     raise VidjaxError(f'{path} has {what}')
   if step is None:
@@ -168,32 +210,65 @@ def resolve(path: str, which: str = 'latest',
 # ------------------------------------------------------------- Reading.
 
 
-def _manager(directory: str):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  return ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(
-          create=False, read_only=True),
-      # The trainer saves with StandardSave; its PyTree handler reads a
-      # subtree of it (partial_restore) as host numpy arrays.
-      item_handlers=ocp.PyTreeCheckpointHandler())
+def _read_json(path: str, what: str) -> dict | None:
+  """The JSON object in `path`; None if there is no such file."""
+  try:
+    with open(path) as f:
+      payload = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    raise VidjaxError(f'cannot read {what} {path}: {e}') from None
+  if not isinstance(payload, dict):
+    raise VidjaxError(f'cannot read {what} {path}: not a JSON object')
+  return payload
+
+
+def _other_steps(source: Source) -> str:
+  """'; choose another with --step (steps: 10, 20)' for a workdir's step."""
+  if source.kind != 'workdir':
+    return ''
+  others = [s for s in _steps_in(os.path.dirname(source.step_dir))
+            if s != source.step]
+  if not others:
+    return ''
+  return (f'; choose another with --step (steps: '
+          f'{", ".join(map(str, others))})')
+
+
+def _step_metadata(source: Source) -> dict:
+  """The step's custom metadata (where the trainer saves the contract)."""
+  where = source.describe()
+  payload = _read_json(os.path.join(source.step_dir, STEP_METADATA),
+                       f'the metadata of {where}:')
+  if payload is None:
+    raise VidjaxError(f'{where} is damaged: {STEP_METADATA} is missing'
+                      + _other_steps(source))
+  custom = payload.get('custom_metadata') or {}
+  return custom if isinstance(custom, dict) else {}
 
 
 def _read_step(source: Source) -> tuple[dict, dict | None]:
-  """({'params', 'batch_stats'} numpy, the saved contract dict or None)."""
+  """({'params', 'batch_stats'} numpy, the saved contract dict or None).
+
+  Reads the step's item directly (no CheckpointManager: a step copied on
+  its own has no steps beside it), only the variables, as host numpy
+  arrays whatever mesh wrote them.
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   where = source.describe()
-  try:
-    manager = _manager(os.path.dirname(source.step_dir))
-  except Exception as e:  # pylint: disable=broad-except
-    raise VidjaxError(f'cannot read {where}: {_first_line(e)}') from None
+  custom = _step_metadata(source)
+  item = epath.Path(source.step_dir) / ITEM
+  handler = ocp.PyTreeCheckpointHandler()
   try:
     try:
-      tree = manager.item_metadata(source.step)
+      tree = handler.metadata(item)
       tree = getattr(tree, 'tree', tree)
-      custom = manager.metadata(source.step).custom_metadata or {}
     except Exception as e:  # pylint: disable=broad-except
-      raise VidjaxError(f'cannot read the metadata of {where} '
-                        f'({source.step_dir}): {_first_line(e)}') from None
+      raise VidjaxError(f'cannot read {where} ({source.step_dir}): '
+                        f'{_first_line(e)}'
+                        + _other_steps(source)) from None
     if not isinstance(tree, Mapping) or 'params' not in tree:
       raise VidjaxError(f'{source.step_dir} is not a vidjax training '
                         'checkpoint (no params)')
@@ -201,27 +276,88 @@ def _read_step(source: Source) -> tuple[dict, dict | None]:
     restore_args = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     try:
-      restored = manager.restore(source.step, args=ocp.args.PyTreeRestore(
+      restored = handler.restore(item, args=ocp.args.PyTreeRestore(
           wanted, restore_args=restore_args, partial_restore=True))
     except Exception as e:  # pylint: disable=broad-except
-      raise VidjaxError(f'cannot restore {where} ({source.step_dir}): '
-                        f'{_first_line(e)}') from None
+      raise VidjaxError(f'cannot read {where} ({source.step_dir}): '
+                        f'{_first_line(e)}' + _other_steps(source)) from None
   finally:
-    manager.close()
+    handler.close()
   variables = {k: jax.tree.map(np.asarray, dict(restored.get(k) or {}))
                for k in COLLECTIONS}
   return variables, custom.get(CONTRACT_KEY)
 
 
-def _read_json(path: str) -> dict | None:
+def _converted(source: Source) -> Weights:
+  from vidjax import convert  # pylint: disable=g-import-not-at-top
+  name, _, variables = convert.restore_converted(source.path)
+  meta = _read_json(os.path.join(source.path, CONVERTED_METADATA),
+                    'the conversion metadata') or {}
+  return Weights(source, {k: variables.get(k, {}) for k in COLLECTIONS},
+                 name, dict(meta.get('options') or {}), meta.get('contract'))
+
+
+def read(path: str, *, which: str = 'latest',
+         step: int | None = None) -> Weights:
+  """The variables in `path` and what they were saved with; no model built.
+
+  For callers that bring their own model (`init_from`); `load` builds one.
+  """
+  source = resolve(path, which, step)
+  if source.kind == 'converted':
+    return _converted(source)
+  variables, saved = _read_step(source)
+  config = None
+  if source.workdir:
+    config = _read_json(os.path.join(source.workdir, CONFIG_FILE),
+                        'the workdir config')
+  if isinstance(saved, Mapping):
+    name, options = saved.get('model_name'), saved.get('model_options')
+  else:
+    name, options = (config or {}).get('model_name'), (config or {}).get(
+        'model')
+  return Weights(source, variables, name if isinstance(name, str) else None,
+                 dict(options or {}), saved, config)
+
+
+def model_name_of(source: Source) -> str | None:
+  """The model `source`'s weights were saved for, from its small metadata
+  files only (for checks that answer before anything is read or built)."""
+  if source.kind == 'converted':
+    path = os.path.join(source.path, CONVERTED_METADATA)
+    try:
+      with open(path) as f:
+        return json.load(f)['model']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise VidjaxError(f'not a converted vidjax checkpoint: cannot read '
+                        f'{path}: {e}') from None
+  saved = _step_metadata(source).get(CONTRACT_KEY)
+  if isinstance(saved, Mapping) and saved.get('model_name'):
+    return saved['model_name']
+  if source.workdir:
+    config = _read_json(os.path.join(source.workdir, CONFIG_FILE),
+                        'the workdir config')
+    return (config or {}).get('model_name')
+  return None
+
+
+# ----------------------------------------------------------- Contract.
+
+
+def read_class_names(path: str, flag: str = '--class_names_file'
+                     ) -> tuple[str, ...]:
+  """One name per line (line i is class i); `flag` names where it came from."""
   try:
-    with open(path) as f:
-      payload = json.load(f)
-  except FileNotFoundError:
-    return None
-  except (OSError, ValueError) as e:
-    raise VidjaxError(f'cannot read {path}: {e}') from None
-  return payload if isinstance(payload, dict) else None
+    with open(os.path.expanduser(path)) as f:
+      names = [line.strip() for line in f]
+  except OSError as e:
+    raise VidjaxError(f'cannot read {flag} {path}: '
+                      f'{e.strerror or e}') from None
+  while names and not names[-1]:
+    names.pop()
+  if not names or not all(names):
+    raise VidjaxError(f'{flag} {path}: want one non-empty name per line')
+  return tuple(names)
 
 
 def _config_from_dict(payload: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -237,26 +373,60 @@ def _config_from_dict(payload: Mapping[str, Any]) -> ml_collections.ConfigDict:
   return config
 
 
-def _num_classes(variables: dict, model_name: str) -> int:
+def _num_classes(variables: dict, model_name: str, where: str) -> int:
   from vidjax.models import registry  # pylint: disable=g-import-not-at-top
-  head = registry.get_spec(model_name).head
+  try:
+    head = registry.get_spec(model_name).head
+  except VidjaxError as e:
+    raise VidjaxError(f'{where}: {e}') from None
   kernel = variables.get('params', {}).get(head, {}).get('kernel')
   if kernel is None:
-    raise VidjaxError(f'the weights have no classifier {head!r} for model '
-                      f'{model_name!r}')
+    raise VidjaxError(f'{where}: the weights have no classifier {head!r} '
+                      f'of model {model_name!r}')
   return int(np.shape(kernel)[-1])
 
 
-def _rebuilt_contract(config, variables, where: str
-                      ) -> contract_lib.Contract:
+def _contract(weights: Weights, config, where: str) -> contract_lib.Contract:
+  """The saved contract; else one rebuilt from `config` or config.json.
+
+  A given `config` replaces the saved clip settings (a checkpoint evaluated
+  another way, at the user's word); the saved class names and preparation
+  facts still hold unless the config knows better.
+  """
+  saved = None
+  if weights.contract is not None:
+    saved = contract_lib.Contract.from_dict(weights.contract, where)
+    if config is None:
+      return saved
+  if config is None and weights.config:
+    config = _config_from_dict(weights.config)
   if config is None:
+    how = ('convert it again with python -m vidjax.convert ... '
+           '--config=CONFIG.py, or give'
+           if weights.source.kind == 'converted' else 'give')
     raise VidjaxError(
-        f'{where} carries no preprocessing contract (written before vidjax '
-        f'saved one) and no config.json beside it; give the training config '
+        f'{where} carries no preprocessing contract (saved before vidjax '
+        f'wrote one) and no config.json beside it: {how} the training config '
         f'with {contract_lib.CONFIG_FLAG}=CONFIG.py')
-  return contract_lib.from_config(
-      config, num_classes=_num_classes(variables, config.model_name),
-      class_names=None)
+  if weights.model_name and config.model_name != weights.model_name:
+    raise VidjaxError(f'{where} holds {weights.model_name!r} weights but '
+                      f'the config names model {config.model_name!r}')
+  names = saved.class_names if saved else None
+  if names is None and config.data.get('class_names_file'):
+    names = read_class_names(config.data.class_names_file,
+                             'config.data.class_names_file')
+  contract = contract_lib.from_config(
+      config, num_classes=_num_classes(weights.variables, config.model_name,
+                                       where),
+      class_names=names,
+      preparation={k: getattr(saved, k) for k in contract_lib.FLAGS
+                   if k != 'class_names'} if saved else None)
+  if weights.source.kind == 'converted':
+    # The converter's structural options (TSM's placement, ...) hold
+    # whatever the config says.
+    contract = contract.replace(model_options={
+        **contract.model_options, **weights.model_options})
+  return contract
 
 
 def _with_overrides(contract, overrides, where):
@@ -284,56 +454,24 @@ def load(path: str, *, which: str = 'latest', step: int | None = None,
     which: a workdir's 'latest' or 'best' checkpoint.
     step: a workdir's checkpoint step (default: the newest).
     config: the training config, for a checkpoint that carries no contract
-      (else the workdir's config.json is used).
+      (else the workdir's config.json is used); given for one that does,
+      its clip settings replace the saved ones.
     overrides: contract fields to set (fps, short_side, class_names, ...),
       over what the checkpoint says.
 
   Raises:
     VidjaxError: anything missing, damaged or inconsistent, in one line.
   """
-  from vidjax.models import registry  # pylint: disable=g-import-not-at-top
-  source = resolve(path, which, step)
-  where = source.describe()
-  if source.kind == 'converted':
-    from vidjax import convert  # pylint: disable=g-import-not-at-top
-    name, num_classes, variables = convert.restore_converted(source.path)
-    variables = {k: variables.get(k, {}) for k in COLLECTIONS}
-    meta = _read_json(os.path.join(source.path, CONVERTED_METADATA)) or {}
-    saved = meta.get('contract')
-    if saved is not None:
-      contract = contract_lib.Contract.from_dict(saved, where)
-    elif config is not None:
-      contract = contract_lib.from_config(config, num_classes=num_classes,
-                                          class_names=None)
-    else:
-      raise VidjaxError(
-          f'{where} carries no preprocessing contract (converted before '
-          f'vidjax saved one): convert it again with python -m vidjax.convert '
-          f'... --config=CONFIG.py, or give the config with '
-          f'{contract_lib.CONFIG_FLAG}=CONFIG.py')
-    options = dict(meta.get('options') or {})
-    contract = contract.replace(
-        model_options={**contract.model_options, **options})
-    if contract.model_name != name:
-      raise VidjaxError(f'{where} holds {name!r} weights but its contract '
-                        f'(or --config) names model {contract.model_name!r}')
-  else:
-    variables, saved = _read_step(source)
-    if saved is not None and config is None:
-      contract = contract_lib.Contract.from_dict(saved, where)
-    else:
-      if config is None and source.workdir:
-        payload = _read_json(os.path.join(source.workdir, CONFIG_FILE))
-        config = _config_from_dict(payload) if payload else None
-      contract = _rebuilt_contract(config, variables, where)
-      if saved is not None:  # A config given: the saved names still hold.
-        saved_contract = contract_lib.Contract.from_dict(saved, where)
-        contract = contract.replace(
-            class_names=contract.class_names or saved_contract.class_names)
+  weights = read(path, which=which, step=step)
+  where = weights.source.describe()
+  contract = _contract(weights, config, where)
   contract = _with_overrides(contract, overrides, where)
+  if weights.model_name and contract.model_name != weights.model_name:
+    raise VidjaxError(f'{where} holds {weights.model_name!r} weights but its '
+                      f'contract names model {contract.model_name!r}')
   model = _build_model(contract, where)
-  _check_fits(model, variables, where, contract)
-  return Loaded(model, variables, contract, source)
+  _check_fits(model, weights.variables, where, contract)
+  return Loaded(model, weights.variables, contract, weights.source)
 
 
 def _build_model(contract, where: str) -> nn.Module:
@@ -347,20 +485,33 @@ def _build_model(contract, where: str) -> nn.Module:
     raise VidjaxError(f'{where}: {e}') from None
 
 
-def _check_fits(model, variables, where, contract):
-  """Raises one VidjaxError unless the variables fill `model` exactly."""
-  clip = jax.ShapeDtypeStruct(
-      (1, contract.num_frames, contract.crop_size, contract.crop_size, 3),
-      np.float32)
-  try:
+# (repr(model), clip shape) -> {name: shape} of its variables: tracing a
+# model's init takes seconds, and a process often loads one model again.
+_SHAPES: dict[tuple[str, tuple[int, ...]], dict[str, tuple[int, ...]]] = {}
+
+
+def _variable_shapes(model, shape) -> dict[str, tuple[int, ...]]:
+  key = (repr(model), shape)
+  if key not in _SHAPES:
+    clip = jax.ShapeDtypeStruct(shape, np.float32)
     abstract = nn.unbox(jax.eval_shape(
         lambda x: model.init(jax.random.key(0), x, train=False), clip))
+    _SHAPES[key] = {
+        p: tuple(v.shape) for p, v in flax.traverse_util.flatten_dict(
+            {k: abstract.get(k, {}) for k in COLLECTIONS}, sep='/').items()}
+  return _SHAPES[key]
+
+
+def _check_fits(model, variables, where, contract):
+  """Raises one VidjaxError unless the variables fill `model` exactly."""
+  try:
+    want = _variable_shapes(model, (1, contract.num_frames,
+                                    contract.crop_size, contract.crop_size,
+                                    3))
   except Exception as e:  # pylint: disable=broad-except
     raise VidjaxError(f'{where}: model {contract.model_name!r} cannot take '
                       f'{contract.num_frames}x{contract.crop_size}^2 clips: '
                       f'{_first_line(e)}') from None
-  want = {p: tuple(v.shape) for p, v in flax.traverse_util.flatten_dict(
-      {k: abstract.get(k, {}) for k in COLLECTIONS}, sep='/').items()}
   have = {p: tuple(np.shape(v)) for p, v in flax.traverse_util.flatten_dict(
       {k: variables.get(k, {}) for k in COLLECTIONS}, sep='/').items()}
   if want == have:

@@ -6,7 +6,8 @@
                       vidjax saved the preprocessing contract
   --fps, --short_side, --jpeg_quality, --class_names_file
                       contract fields an older checkpoint lacks (or to
-                      override what it says, at your own risk of skew)
+                      override what it says, at your own risk of skew);
+                      --fps and --short_side also take 'source'
 
 Each command defines them on its own FlagValues (`define`), so `main` can
 be called again in one process (the tests do), and turns them into a
@@ -18,6 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from vidjax.errors import VidjaxError
+from vidjax.inference import contract as contract_lib
 from vidjax.inference import loader
 
 
@@ -39,13 +41,14 @@ def define(fv: flags.FlagValues, argv) -> dict:
           'config', None, 'The training config (configs/*.py), for a '
           'checkpoint saved without a preprocessing contract.',
           flag_values=fv, lock_config=True, sys_argv=list(argv)),
-      fps=flags.DEFINE_float(
+      fps=flags.DEFINE_string(
           'fps', None, 'Frames per second the training records were '
-          'prepared at (contract field fps).', flag_values=fv),
-      short_side=flags.DEFINE_integer(
+          "prepared at (contract field fps), or 'source': the videos' own "
+          'rate.', flag_values=fv),
+      short_side=flags.DEFINE_string(
           'short_side', None, 'Short side the training records were '
-          'prepared at (contract field short_side).', lower_bound=1,
-          flag_values=fv),
+          "prepared at (contract field short_side), or 'source': as "
+          'decoded.', flag_values=fv),
       jpeg_quality=flags.DEFINE_integer(
           'jpeg_quality', None, 'JPEG quality of the prepared frames '
           '(contract field jpeg_quality).', lower_bound=1, upper_bound=100,
@@ -56,29 +59,36 @@ def define(fv: flags.FlagValues, argv) -> dict:
   )
 
 
-def read_class_names(path: str) -> tuple[str, ...]:
+def preparation_value(name: str, text: str | None):
+  """--fps / --short_side: a positive number or 'source'; None if unset."""
+  if text is None:
+    return None
+  if text.strip().lower() == contract_lib.SOURCE:
+    return contract_lib.SOURCE
+  kind = float if name == 'fps' else int
   try:
-    with open(path) as f:
-      names = [line.strip() for line in f]
-  except OSError as e:
-    raise VidjaxError(f'cannot read --class_names_file {path}: '
-                      f'{e.strerror or e}') from None
-  while names and not names[-1]:
-    names.pop()
-  if not names or not all(names):
-    raise VidjaxError(f'--class_names_file {path}: want one non-empty name '
-                      'per line')
-  return tuple(names)
+    value = kind(text)
+  except ValueError:
+    value = None
+  if value is None or not value > 0 or value == float('inf'):
+    raise VidjaxError(f'--{name}={text}: want a positive '
+                      f'{"number" if name == "fps" else "integer"} or '
+                      f"'{contract_lib.SOURCE}'")
+  return value
 
 
 def overrides(holders: dict) -> dict:
   """The contract fields the flags set."""
   out = {}
-  for name in ('fps', 'short_side', 'jpeg_quality'):
-    if holders[name].value is not None:
-      out[name] = holders[name].value
+  for name in ('fps', 'short_side'):
+    value = preparation_value(name, holders[name].value)
+    if value is not None:
+      out[name] = value
+  if holders['jpeg_quality'].value is not None:
+    out['jpeg_quality'] = holders['jpeg_quality'].value
   if holders['class_names_file'].value:
-    out['class_names'] = read_class_names(holders['class_names_file'].value)
+    out['class_names'] = loader.read_class_names(
+        holders['class_names_file'].value)
   return out
 
 

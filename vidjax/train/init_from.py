@@ -1,10 +1,14 @@
-"""Start a run from converted weights (`--config.init_from=DIR`).
+"""Start a run from other weights (`--config.init_from=DIR`).
 
-DIR is what `python -m vidjax.convert` writes. Every parameter and BN
-statistic is taken from it, except the classifier when the class count
-differs: fine-tuning on a new dataset keeps the fresh head, as PySlowFast's
-and MMAction2's loaders do when a checkpoint's head does not fit. Anything
-else that does not fit is an error, never a silent re-initialisation.
+DIR is anything `vidjax.inference.loader` reads: a `python -m
+vidjax.convert` output, a trained workdir (its latest checkpoint, e.g.
+Kinetics weights to fine-tune on SSv2) or one checkpoint step. Every
+parameter and BN statistic is taken from it, except the classifier when
+the class count differs: fine-tuning on a new dataset keeps the fresh head,
+as PySlowFast's and MMAction2's loaders do when a checkpoint's head does
+not fit. Anything else that does not fit is an error, never a silent
+re-initialisation. Only the weights are read: the optimizer state starts
+over, and the checkpoint's preprocessing contract is not needed.
 """
 from __future__ import annotations
 
@@ -62,19 +66,25 @@ def merge(fresh: dict[str, Any], loaded: dict[str, Any], source: str, *,
 
 def load(directory: str, model_name: str, fresh: dict[str, Any],
          model=None):
-  """Reads DIR (from `vidjax.convert`) and merges it into `fresh` variables.
+  """Reads DIR (see the module docstring) and merges it into `fresh`.
 
-  With `model`, also checks that it has the structure the weights were
-  converted with (e.g. TSM's placement): equal shapes do not imply that.
+  With `model`, also checks that it has the structure a conversion's
+  weights were converted with (e.g. TSM's placement): equal shapes do not
+  imply that.
   """
   # Imported here: only runs that fine-tune need orbax's restore path.
-  from vidjax import convert  # pylint: disable=g-import-not-at-top
+  from vidjax.inference import loader  # pylint: disable=g-import-not-at-top
   from vidjax.models import registry  # pylint: disable=g-import-not-at-top
-  source_model, _, loaded = convert.restore_converted(directory)
-  if source_model != model_name:
-    raise VidjaxError(f'init_from {directory} holds {source_model!r} weights '
-                      f'but config.model_name is {model_name!r}')
-  if model is not None:
-    convert.check_options(directory, model)
-  return merge(fresh, loaded, directory,
+  try:
+    weights = loader.read(directory)
+  except VidjaxError as e:
+    raise VidjaxError(f'init_from: {e}') from None
+  source = weights.source.describe()
+  if weights.model_name is not None and weights.model_name != model_name:
+    raise VidjaxError(f'init_from {source} holds {weights.model_name!r} '
+                      f'weights but config.model_name is {model_name!r}')
+  if model is not None and weights.source.kind == 'converted':
+    from vidjax import convert  # pylint: disable=g-import-not-at-top
+    convert.check_options(weights.source.path, model)
+  return merge(fresh, weights.variables, source,
                head=registry.get_spec(model_name).head)
