@@ -178,6 +178,8 @@ def test_the_loader_reads_a_trainer_run(data_dir, straight):
   # moving_shapes renders at its image size, with no frame rate of its own.
   assert (contract.fps, contract.short_side) == (
       'source', meta.metadata['image_size'])
+  # Its frames are stored as JPEGs at the builders' quality.
+  assert contract.jpeg_quality == 90
   assert (contract.dataset, contract.num_frames, contract.crop_size) == (
       'moving_shapes/tiny', 4, 24)
   manager = ocp.CheckpointManager(os.path.join(straight, 'checkpoints'))

@@ -62,7 +62,7 @@ REQUIRED = ('fps', 'short_side')
 
 
 def is_online(model: nn.Module) -> bool:
-  """An online TSM: its step streams (vidjax/streaming/online.py)."""
+  """An online TSM: its step streams (vidjax/inference/online.py)."""
   return (isinstance(model, resnet.TSM) and model.shift == 'right'
           and not model.temporal_pool)
 

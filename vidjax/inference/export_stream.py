@@ -13,7 +13,7 @@ A stream in TF:
     out = model.signatures['stream_step'](frame=frame, **state)
     state = {k: v for k, v in out.items() if k != 'logits'}
 The per-frame logits are the offline causal model's frame logits; their
-running mean is its clip logits (vidjax/streaming/online.py).
+running mean is its clip logits (vidjax/inference/online.py).
 
 The state of block `layer2/block0` is `state_layer2_block0`, shaped
 [N, 1, H', W', C'/shift_div]: the channels that block shifts from the
