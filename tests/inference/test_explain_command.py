@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 
 from tests.data import raw_video_fixtures as rv
+from tests.inference import cli_runs
 from tests.inference import workdirs
 from tests.inference.test_explain_gradcam import he_normal
 from vidjax.inference.explain import command
@@ -46,14 +47,7 @@ def sources(tmp_path_factory):
 
 
 def run_cli(capfd, *args):
-  """`python -m vidjax.explain ARGS` in-process: (exit code, out, err)."""
-  capfd.readouterr()
-  try:
-    code = command.main(['vidjax.explain', *map(str, args)])
-  except SystemExit as e:
-    code = e.code
-  out, err = capfd.readouterr()
-  return code, out, err
+  return cli_runs.run_main(capfd, command.main, 'vidjax.explain', *args)
 
 
 def test_gradcam_writes_the_grid_and_the_arrays(sources, capfd, tmp_path):

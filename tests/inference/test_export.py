@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.inference import cli_runs
 from tests.inference import workdirs
 from vidjax.errors import VidjaxError
 from vidjax.inference import contract as contract_lib
@@ -107,14 +108,7 @@ def assert_close(actual, expected):
 
 
 def run_cli(capfd, *args):
-  """`python -m vidjax.export ARGS` in-process: (code, stdout, stderr)."""
-  capfd.readouterr()
-  try:
-    code = export_command.main(['vidjax.export', *map(str, args)])
-  except SystemExit as e:
-    code = e.code
-  out, err = capfd.readouterr()
-  return code, out, err
+  return cli_runs.run_main(capfd, export_command.main, 'vidjax.export', *args)
 
 
 def error_line(err: str) -> str:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.data import raw_video_fixtures as fx
 from tests.data.test_video_io import _zero_frame_mp4
+from tests.inference import cli_runs
 from tests.inference import workdirs
 from vidjax.data import pipeline
 from vidjax.data import prepare
@@ -308,15 +309,8 @@ def files(tmp_path_factory):
 
 
 def run_cli(capfd, *args):
-  """`python -m vidjax.predict ARGS` in-process: (exit code, stdout, stderr)."""
-  capfd.readouterr()
-  try:
-    code = predict.main(['vidjax.predict', f'--batch_size={VIEWS}',
-                         *map(str, args)])
-  except SystemExit as e:
-    code = e.code
-  out, err = capfd.readouterr()
-  return code, out, err
+  return cli_runs.run_main(capfd, predict.main, 'vidjax.predict',
+                          f'--batch_size={VIEWS}', *args)
 
 
 def error_lines(err):

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests.inference import cli_runs
 from tests.inference import workdirs
 from vidjax.convert import save_converted
 from vidjax.data import pipeline  # noqa: F401  TF loads here, not mid-test.
@@ -117,14 +118,7 @@ def stream_config(files):
 
 
 def run_cli(capfd, *args):
-  """`python -m vidjax.stream ARGS` in-process: (exit code, stdout, stderr)."""
-  capfd.readouterr()
-  try:
-    code = command.main(['vidjax.stream', *map(str, args)])
-  except SystemExit as e:
-    code = e.code
-  out, err = capfd.readouterr()
-  return code, out, err
+  return cli_runs.run_main(capfd, command.main, 'vidjax.stream', *args)
 
 
 def rel_error(a, b) -> float:
