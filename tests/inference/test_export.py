@@ -188,7 +188,7 @@ def test_savedmodel_says_how_to_make_its_input(clip_exports):
       'Decode at 12.5 fps, short side 36 (as the training records were '
       'prepared, JPEG quality 90); take 2 consecutive frames, one every 2; '
       'resize the short side to 37; cut the centre 32x32 (the test '
-      'protocol: 1 clip x 1 crop, logits averaged); scale RGB to [0, 1], '
+      'protocol: 1 clip x 1 crop, softmax averaged); scale RGB to [0, 1], '
       f'subtract mean {list(loaded.contract.mean)}, divide by std '
       f'{list(loaded.contract.std)}; float32 [N, T, H, W, 3] (NTHWC).')
   assert info['fingerprint'] == loaded.fingerprint

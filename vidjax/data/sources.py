@@ -118,8 +118,13 @@ class BuilderSource:
     self.data_dir = builder.data_dir
     self.class_names = tuple(builder.class_names)
     self.split_names = tuple(builder.split_names)
-    self.metadata = {k: v for k, v in (builder.info.metadata or {}).items()
-                     if k != 'format'}
+    # A dataset prepared before builders recorded their JPEG quality has a
+    # metadata.json without it; the builder's own constant is what wrote it
+    # (raw-video builders record theirs per config, which wins).
+    self.metadata = {
+        'jpeg_quality': getattr(builder, 'JPEG_QUALITY', None),
+        **{k: v for k, v in (builder.info.metadata or {}).items()
+           if k != 'format'}}
 
   def num_examples(self, split: str) -> int:
     return self._builder.num_examples(split)

@@ -90,7 +90,7 @@ def input_recipe(contract: contract_lib.Contract) -> str:
       f'prepared{jpeg}); take {frames}{reverse}; resize the short side to '
       f'{c.eval_short_side}; cut the centre {c.crop_size}x{c.crop_size} '
       f'(the test protocol: {_count(c.num_test_clips, "clip")} x '
-      f'{_count(c.num_test_crops, "crop")}, logits averaged); scale RGB to '
+      f'{_count(c.num_test_crops, "crop")}, softmax averaged); scale RGB to '
       '[0, 1], subtract mean '
       f'{list(c.mean)}, divide by std {list(c.std)}; float32 '
       '[N, T, H, W, 3] (NTHWC).')
